@@ -1,0 +1,46 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export PIPELINE_ENV ?= local
+
+.PHONY: venv demo stop test test-unit test-dags test-integration bench lock clean
+
+venv: $(STAMP)
+
+# The venv is rebuilt only when the pins change, so a second `make` is quick.
+$(STAMP): requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m scripts.demo
+
+stop:
+	@test -x $(PY) && $(PY) -m scripts.stack stop || true
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-dags: $(STAMP)
+	$(PY) -m pytest tests/dags
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+# Re-resolve the full dependency set after changing requirements.txt.
+lock: $(STAMP)
+	$(PY) -m pip freeze --all | grep -viE '^(pip|wheel)==' > constraints.txt
+
+clean: stop
+	rm -rf $(VENV) .airflow .mlflow data

@@ -1,0 +1,222 @@
+"""One settings object for the whole pipeline.
+
+`config/settings.yaml` holds every path, threshold, image tag and schedule once;
+the overlay `config/overlays/$PIPELINE_ENV.yaml` is deep-merged over it and the
+result is validated by the typed model below. A wrong key or value fails at load
+with its dotted path and the file(s) that set it.
+
+This module is imported by DAG files at parse time, so it stays light: YAML and
+pydantic only, no I/O beyond reading the two files.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+BASE_FILE = CONFIG_DIR / "settings.yaml"
+OVERLAY_DIR = CONFIG_DIR / "overlays"
+DEFAULT_ENV = "local"
+
+FEEDS = ("schedule", "weather", "flights")
+Feed = Literal["schedule", "weather", "flights"]
+
+
+class SettingsError(ValueError):
+    """Settings could not be loaded; the message names every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeSettings(_Strict):
+    root: str = Field(min_length=1)
+    s3_endpoint_url: str | None = None
+
+
+class DataSettings(_Strict):
+    first_flight_date: dt.date
+    last_flight_date: dt.date
+    extra_airports: tuple[str, ...] = ()
+    origins: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DataSettings":
+        if self.last_flight_date < self.first_flight_date:
+            raise ValueError("last_flight_date is before first_flight_date")
+        return self
+
+    def covers(self, flight_date: dt.date) -> bool:
+        return self.first_flight_date <= flight_date <= self.last_flight_date
+
+
+class IngestSettings(_Strict):
+    max_bad_row_fraction: float = Field(ge=0.0, lt=1.0)
+    row_count_bounds: dict[Feed, tuple[int, int]]
+    min_tailnum_reference_match: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("row_count_bounds")
+    @classmethod
+    def _bounds(cls, value: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        missing = set(FEEDS) - set(value)
+        if missing:
+            raise ValueError(f"missing feeds: {sorted(missing)}")
+        for feed, (low, high) in value.items():
+            if not 0 <= low <= high:
+                raise ValueError(f"{feed}: bounds must satisfy 0 <= min <= max, got [{low}, {high}]")
+        return value
+
+
+class SensorSettings(_Strict):
+    poke_interval_s: int = Field(gt=0)
+    timeout_s: int = Field(gt=0)
+
+
+class AirflowSettings(_Strict):
+    owner: str = Field(min_length=1)
+    start_date: dt.date
+    end_date: dt.date | None = None
+    retries: int = Field(ge=0)
+    retry_delay_s: int = Field(gt=0)
+    max_retry_delay_s: int = Field(gt=0)
+    schedules: dict[str, str]
+
+
+class MlflowSettings(_Strict):
+    tracking_uri: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+
+
+class ResourceSpec(_Strict):
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+
+
+class SecretEnv(_Strict):
+    env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    secret: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class RunnerSettings(_Strict):
+    kind: Literal["subprocess", "kubernetes"]
+    namespace: str
+    service_account: str
+    images: dict[str, str]
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"]
+    startup_timeout_s: int = Field(gt=0)
+    resources: dict[str, ResourceSpec]
+    secret_env: tuple[SecretEnv, ...] = ()
+
+    @field_validator("images")
+    @classmethod
+    def _pinned(cls, images: dict[str, str]) -> dict[str, str]:
+        for name, image in images.items():
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            if "@sha256:" not in image and (not tag or tag == "latest"):
+                raise ValueError(f"{name}: image {image!r} must be pinned to a version tag or digest")
+        return images
+
+
+class Settings(_Strict):
+    env: str
+    lake: LakeSettings
+    data: DataSettings
+    ingest: IngestSettings
+    sensors: SensorSettings
+    airflow: AirflowSettings
+    mlflow: MlflowSettings
+    runner: RunnerSettings
+
+    @property
+    def lake_root(self) -> str:
+        """The lake root as a URI or absolute path (relative roots hang off the repo)."""
+        root = self.lake.root
+        if "://" in root:
+            return root.rstrip("/")
+        path = Path(root)
+        return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise SettingsError(f"{path}: top level must be a mapping, got {type(content).__name__}")
+    return content
+
+
+def _has_path(tree: Any, loc: tuple[Any, ...]) -> bool:
+    for part in loc:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        else:
+            return False
+    return True
+
+
+def _describe(exc: ValidationError, sources: list[tuple[Path, dict[str, Any]]]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(part) for part in loc)
+        origin = [str(path) for path, tree in sources if _has_path(tree, loc)]
+        where = f" (set in {', '.join(origin)})" if origin else ""
+        lines.append(f"  {dotted}: {error['msg']}{where}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(env: str | None = None, config_dir: Path | None = None) -> Settings:
+    """Load and validate settings for `env` (default: $PIPELINE_ENV or 'local')."""
+    env = env or os.environ.get("PIPELINE_ENV") or DEFAULT_ENV
+    config_dir = config_dir or CONFIG_DIR
+    base_file = config_dir / "settings.yaml"
+    overlay_file = config_dir / "overlays" / f"{env}.yaml"
+    if not overlay_file.exists():
+        known = sorted(p.stem for p in (config_dir / "overlays").glob("*.yaml"))
+        raise SettingsError(f"PIPELINE_ENV={env!r}: no overlay {overlay_file} (known: {', '.join(known)})")
+    base, overlay = _read_yaml(base_file), _read_yaml(overlay_file)
+    merged = _deep_merge(base, overlay)
+    if os.environ.get("LAKE_ROOT"):
+        merged.setdefault("lake", {})["root"] = os.environ["LAKE_ROOT"]
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        merged.setdefault("mlflow", {})["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    merged["env"] = env
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, [(overlay_file, overlay), (base_file, base)])) from None
+
+
+@lru_cache(maxsize=4)
+def _cached(env: str, lake_root: str, tracking_uri: str) -> Settings:
+    return load_settings(env)
+
+
+def get_settings() -> Settings:
+    """Settings for the current process, cached per (env, LAKE_ROOT, MLFLOW_TRACKING_URI)."""
+    return _cached(
+        os.environ.get("PIPELINE_ENV") or DEFAULT_ENV,
+        os.environ.get("LAKE_ROOT", ""),
+        os.environ.get("MLFLOW_TRACKING_URI", ""),
+    )
