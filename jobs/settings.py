@@ -88,6 +88,7 @@ class AirflowSettings(_Strict):
     retry_delay_s: int = Field(gt=0)
     max_retry_delay_s: int = Field(gt=0)
     schedules: dict[str, str]
+    max_active_runs: dict[str, int] = {}
 
 
 class MlflowSettings(_Strict):
@@ -166,13 +167,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return content
 
 
-def _has_path(tree: Any, loc: tuple[Any, ...]) -> bool:
+_MISSING = object()
+
+
+def _lookup(tree: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at `loc` in one parsed file, or _MISSING."""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad mapping key: the key is the previous part
+            continue
         if isinstance(tree, dict) and part in tree:
             tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+            tree = tree[part]
         else:
-            return False
-    return True
+            return _MISSING
+    return tree
 
 
 def _describe(exc: ValidationError, sources: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -180,7 +189,15 @@ def _describe(exc: ValidationError, sources: list[tuple[Path, dict[str, Any]]]) 
     for error in exc.errors():
         loc = tuple(error["loc"])
         dotted = ".".join(str(part) for part in loc)
-        origin = [str(path) for path, tree in sources if _has_path(tree, loc)]
+        origin = []
+        # Overlay first: a mapping it sets merges with the base's, any other value replaces it.
+        for path, tree in sources:
+            value = _lookup(tree, loc)
+            if value is _MISSING:
+                continue
+            origin.append(str(path))
+            if not isinstance(value, dict):
+                break
         where = f" (set in {', '.join(origin)})" if origin else ""
         lines.append(f"  {dotted}: {error['msg']}{where}")
     return "invalid settings:\n" + "\n".join(lines)

@@ -1,0 +1,23 @@
+"""The Assets that link the DAGs: one per lake dataset, named once here.
+
+Asset events carry the flight date as their partition key and a small `extra`
+(partition URI, row counts, warnings): references, never data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.sdk import Asset
+
+from common.config import settings
+
+
+def _dataset_uri(dataset: str) -> str:
+    root = settings().lake_root
+    if "://" in root:
+        return f"{root}/{dataset}"
+    return Path(root, dataset).as_uri()
+
+
+def raw_asset(feed: str) -> Asset:
+    return Asset(name=f"raw_{feed}", uri=_dataset_uri(f"raw/{feed}"), group="lake")

@@ -1,0 +1,46 @@
+"""Settings and the standard DAG header values, read from the one settings object."""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+# dags/ sits next to jobs/: make the pipeline package importable wherever the
+# dags folder is mounted (dag-processor, worker, `airflow dags test`).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from jobs.settings import Settings, get_settings  # noqa: E402
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def start_date() -> dt.datetime:
+    return dt.datetime.combine(settings().airflow.start_date, dt.time(), tzinfo=dt.timezone.utc)
+
+
+def end_date() -> dt.datetime | None:
+    end = settings().airflow.end_date
+    return dt.datetime.combine(end, dt.time(), tzinfo=dt.timezone.utc) if end else None
+
+
+def default_args() -> dict:
+    """Owner, retries with exponential backoff: the same for every task of every DAG."""
+    airflow = settings().airflow
+    return {
+        "owner": airflow.owner,
+        "retries": airflow.retries,
+        "retry_delay": dt.timedelta(seconds=airflow.retry_delay_s),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(seconds=airflow.max_retry_delay_s),
+    }
+
+
+def schedule_cron(dag_id: str) -> str:
+    try:
+        return settings().airflow.schedules[dag_id]
+    except KeyError:
+        raise KeyError(f"airflow.schedules.{dag_id} is not set in config/settings.yaml") from None

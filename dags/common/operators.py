@@ -1,0 +1,117 @@
+"""Operators that run one pipeline step (`python -m jobs.<step> ...`) in either runner.
+
+Both share the contract of jobs/results.py: exit 3 means the step rejected its
+input, which no retry can fix, so the task fails at once (StepRejected is an
+AirflowFailException); other failures retry with backoff. Each `STEP_RESULT`
+line becomes part of the task's XCom (references only) and, through
+`asset_events`, an Asset event with the flight date as its partition key.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from common.config import REPO_ROOT
+from jobs.results import EXIT_REJECTED, parse_results
+
+# (asset, partition key, extra) for one step result; None: no event for it.
+AssetEventFn = Callable[[dict[str, Any]], "tuple[Asset, str, dict[str, Any]] | None"]
+
+
+class StepRejected(AirflowFailException):
+    """The step rejected its input (a data problem): fail now, do not retry."""
+
+
+class StepResultsMixin:
+    """Turns a step's results into XCom references and Asset events."""
+
+    asset_events: AssetEventFn | None
+
+    def publish_results(self, context: Any, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.asset_events is None:
+            return results
+        for result in results:
+            event = self.asset_events(result)
+            if event is None:
+                continue
+            asset, partition_key, extra = event
+            accessor = context["outlet_events"][asset]
+            accessor.add_partitions(partition_key)
+            accessor.extra = extra
+            for warning in extra.get("warnings") or ():
+                self.log.warning("%s %s: %s", asset.name, partition_key, warning)  # type: ignore[attr-defined]
+        return results
+
+
+class SubprocessStepOperator(StepResultsMixin, BaseOperator):
+    """Run a step as a subprocess of the worker (the `local` runner)."""
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        arguments: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        asset_events: AssetEventFn | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.arguments = list(arguments)
+        self.env = env or {}
+        self.asset_events = asset_events
+        self._process: subprocess.Popen[str] | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", f"jobs.{self.step}", *map(str, self.arguments)]
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        command = self.command()
+        self.log.info("Running %s", " ".join(command))
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        output: list[str] = []
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            line = line.rstrip("\n")
+            output.append(line)
+            self.log.info("%s", line)
+        code = self._process.wait()
+        if code == EXIT_REJECTED:
+            raise StepRejected(f"jobs.{self.step} rejected its input:\n" + _problem_lines(output))
+        if code != 0:
+            raise AirflowException(f"jobs.{self.step} exited with code {code}:\n" + _problem_lines(output))
+        return self.publish_results(context, parse_results("\n".join(output)))
+
+    def on_kill(self) -> None:
+        if self._process and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+
+
+def container_exit_code(pod: Any, container_name: str) -> int | None:
+    """Exit code of a terminated container of a V1Pod, or None."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    for status in statuses:
+        if status.name == container_name and status.state and status.state.terminated:
+            return status.state.terminated.exit_code
+    return None
+
+
+def _problem_lines(output: list[str], tail: int = 30) -> str:
+    """What an on-call engineer needs first: errors and warnings, else the output's tail."""
+    problems = [line for line in output if line.startswith(("ERROR", "CRITICAL", "Traceback")) or "rejected" in line]
+    return "\n".join((problems or output)[-tail:])

@@ -1,0 +1,80 @@
+"""The one factory for heavy steps: a DAG names the step, settings pick the runner.
+
+    pipeline_step("validate_and_publish", step="ingest", arguments=["--ds", "{{ ds }}"])
+
+`runner.kind: subprocess` (local) runs `python -m jobs.ingest --ds ...` in the
+worker; `runner.kind: kubernetes` (production) runs the same command in a pod
+with the pinned image, resources, service account and secrets by reference from
+settings. DAG files never branch on the environment.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from common.config import settings
+from common.operators import AssetEventFn, SubprocessStepOperator
+
+# Which image and resource profile each step uses in Kubernetes.
+STEP_PROFILE = {"ingest": "jobs", "publish": "jobs"}
+
+
+def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
+    """KubernetesPodOperator arguments for a step, all from settings."""
+    from kubernetes.client import models as k8s
+
+    from airflow.providers.cncf.kubernetes.secret import Secret
+
+    runner = settings().runner
+    profile = STEP_PROFILE.get(step, "jobs")
+    resources = runner.resources.get(profile)
+    env = {"PIPELINE_ENV": settings().env, "LAKE_ROOT": settings().lake_root,
+           "MLFLOW_TRACKING_URI": settings().mlflow.tracking_uri}
+    return {
+        "name": f"{step}-{task_id}".replace("_", "-").replace(".", "-")[:50],
+        "namespace": runner.namespace,
+        "image": runner.images[profile],
+        "image_pull_policy": runner.image_pull_policy,
+        "service_account_name": runner.service_account,
+        "env_vars": [k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
+        "secrets": [Secret("env", ref.env, ref.secret, ref.key) for ref in runner.secret_env],
+        "container_resources": k8s.V1ResourceRequirements(
+            requests=dict(resources.requests) if resources else None,
+            limits=dict(resources.limits) if resources else None,
+        ),
+        "labels": {"app.kubernetes.io/part-of": "flight-delay-pipeline", "pipeline-step": step},
+        "startup_timeout_seconds": runner.startup_timeout_s,
+        "termination_message_policy": "FallbackToLogsOnError",
+        "do_xcom_push": True,
+        "get_logs": True,
+        "on_finish_action": "delete_succeeded_pod",
+        "in_cluster": True,
+    }
+
+
+def pipeline_step(
+    task_id: str,
+    *,
+    step: str,
+    arguments: Sequence[str] = (),
+    asset_events: AssetEventFn | None = None,
+    **kwargs: Any,
+) -> BaseOperator:
+    """A task running `python -m jobs.<step> <arguments>` with the configured runner."""
+    if settings().runner.kind == "kubernetes":
+        from common.pod_operator import PodStepOperator
+
+        return PodStepOperator(
+            task_id=task_id,
+            step=step,
+            cmds=["python", "-m", f"jobs.{step}"],
+            arguments=list(arguments),
+            asset_events=asset_events,
+            **pod_kwargs(step, task_id),
+            **kwargs,
+        )
+    return SubprocessStepOperator(
+        task_id=task_id, step=step, arguments=arguments, asset_events=asset_events, **kwargs
+    )
