@@ -7,9 +7,10 @@ quarantine, where good rows are published and bad rows set aside).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
+if TYPE_CHECKING:  # DAG files import KINDS at parse time: no pandas at module level.
+    import pandas as pd
 
 DEFAULT_ROW_FRACTION = 0.10
 
@@ -19,10 +20,12 @@ def _csv(frame: pd.DataFrame) -> bytes:
 
 
 def _pick(frame: pd.DataFrame, rows: int | None) -> pd.Index:
+    if rows is not None and rows < 1:
+        raise ValueError(f"rows to damage must be at least 1, got {rows}")
     count = rows if rows is not None else max(1, int(len(frame) * DEFAULT_ROW_FRACTION))
     count = min(count, len(frame))
     # Spread over the file, deterministically, so a rerun damages the same rows.
-    step = max(1, len(frame) // count)
+    step = max(1, len(frame) // max(count, 1))
     return frame.index[::step][:count]
 
 
@@ -71,6 +74,8 @@ def other_date(frame: pd.DataFrame, feed: str, rows: int | None) -> bytes:
 
 
 def duplicates(frame: pd.DataFrame, feed: str, rows: int | None) -> bytes:
+    import pandas as pd
+
     return _csv(pd.concat([frame, frame.loc[_pick(frame, rows)]], ignore_index=True))
 
 

@@ -60,14 +60,14 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
         self,
         *,
         step: str,
-        arguments: Sequence[str] = (),
+        arguments: Sequence[str] | Any = (),
         env: dict[str, str] | None = None,
         asset_events: AssetEventFn | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.step = step
-        self.arguments = list(arguments)
+        self.arguments = arguments  # a list, or an XComArg resolved at run time
         self.env = env or {}
         self.asset_events = asset_events
         self._process: subprocess.Popen[str] | None = None

@@ -1,0 +1,9 @@
+"""Run every benchmark in bench/ and print their figures (`make bench`)."""
+from __future__ import annotations
+
+from bench import bench_ingest
+
+if __name__ == "__main__":
+    for module in (bench_ingest,):
+        print(f"== {module.__name__} ==")
+        module.main()
