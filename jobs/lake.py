@@ -199,10 +199,10 @@ class Lake:
     """The data lake rooted at a local directory or an `s3://bucket/prefix` URI."""
 
     def __init__(self, root: str, s3_endpoint_url: str | None = None):
+        # Look at the scheme before stripping slashes: "s3://" must not become a local "s3:".
+        is_s3 = root.startswith("s3://")
         self.root = root.rstrip("/")
-        self._store: _Store = (
-            _S3Store(self.root, s3_endpoint_url) if self.root.startswith("s3://") else _LocalStore(self.root)
-        )
+        self._store: _Store = _S3Store(root, s3_endpoint_url) if is_s3 else _LocalStore(self.root)
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> "Lake":
@@ -264,7 +264,11 @@ class Lake:
         """Replace the partition at `key` with `frame`, atomically."""
         write_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         name = f"part-00000-{write_id}.parquet"
-        self._store.put(f"{key}/{name}", _to_parquet(frame))
+        try:
+            data = _to_parquet(frame)
+        except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid / ArrowTypeError
+            raise LakeError(f"cannot write partition {self.uri(key)}: {exc}") from exc
+        self._store.put(f"{key}/{name}", data)
         manifest = {
             "files": [name],
             "rows": int(len(frame)),

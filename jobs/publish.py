@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     if args.days < 1:
         parser.error("--days must be at least 1")
+    if args.corrupt_rows is not None and args.corrupt_rows < 1:
+        parser.error("--corrupt-rows must be at least 1")
+    if args.corrupt == "schedule_mismatch" and set(args.feed or FEEDS_ORDER) != {"flights"}:
+        parser.error("--corrupt schedule_mismatch applies to --feed flights only")
     last = args.ds + dt.timedelta(days=args.days - 1)
     if not (settings.data.covers(args.ds) and settings.data.covers(last)):
         parser.error(
