@@ -1,0 +1,100 @@
+"""Airflow plugin: the lake's reports, served inside the Airflow UI.
+
+Validation Data Docs (and, later, drift and training reports) are written to the
+lake under `reports/`, which may be a local folder or S3, where a browser cannot
+open them. This plugin mounts a small FastAPI app on the API server at
+`/pipeline` that reads them through the same lake module the jobs use, adds a
+"Pipeline reports" entry to the UI's navigation, and a "Validation report" link
+on every validate-and-publish task. Requests need an Airflow login (the UI's
+session cookie or a bearer token).
+"""
+from __future__ import annotations
+
+import html
+import mimetypes
+import sys
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
+
+from airflow.api_fastapi.core_api.security import get_user
+from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+URL_PREFIX = "/pipeline"
+SERVED_ZONE = "reports"
+
+app = FastAPI(title="Pipeline reports", description="Reports from the lake's reports/ zone.")
+
+
+def _lake():
+    from jobs.lake import Lake
+
+    return Lake.from_settings()
+
+
+def _safe_key(path: str) -> str:
+    parts = [part for part in path.strip("/").split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise HTTPException(status_code=400, detail="path must not contain . or .. segments")
+    return "/".join([SERVED_ZONE, *parts])
+
+
+def _listing(prefix: str, keys: list[str]) -> str:
+    """An index of the report folders and files directly below `prefix`."""
+    children: dict[str, bool] = {}
+    for key in keys:
+        rest = key[len(prefix):].lstrip("/")
+        head, sep, _ = rest.partition("/")
+        children[head + ("/" if sep else "")] = True
+    rows = "\n".join(
+        f'<li><a href="{html.escape(name)}">{html.escape(name)}</a></li>' for name in sorted(children)
+    )
+    title = html.escape(prefix)
+    return f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{rows}</ul>"
+
+
+@app.get("/reports/{path:path}", dependencies=[Depends(get_user)])
+def report(path: str = "") -> Response:
+    key = _safe_key(path)
+    lake = _lake()
+    if key != SERVED_ZONE and not path.endswith("/") and lake.exists(key):
+        media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        return Response(lake.read_bytes(key), media_type=media_type)
+    keys = lake.list(key)
+    if not keys:
+        raise HTTPException(status_code=404, detail=f"no report at {lake.uri(key)}")
+    return HTMLResponse(_listing(key, keys))
+
+
+class ValidationReportLink(BaseOperatorLink):
+    """From a validate-and-publish task to its feed's validation reports."""
+
+    name = "Validation report"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        # Registered globally (DAG code must not import plugins); empty elsewhere, so hidden.
+        if not ti_key.task_id.endswith(".validate_and_publish"):
+            return ""
+        feed = ti_key.task_id.split(".", 1)[0]
+        return f"{URL_PREFIX}/reports/validation/{feed}/"
+
+
+class PipelineReportsPlugin(AirflowPlugin):
+    name = "pipeline_reports"
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Pipeline reports"}]
+    external_views = [
+        {
+            "name": "Pipeline reports",
+            "href": f"{URL_PREFIX}/reports/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "pipeline_reports",
+        }
+    ]
+    global_operator_extra_links = [ValidationReportLink()]

@@ -1,0 +1,66 @@
+"""The reports plugin serves the lake's reports/ zone (local and S3) behind Airflow's login."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+
+import pipeline_reports  # noqa: E402
+from airflow.api_fastapi.core_api.security import get_user  # noqa: E402
+
+
+@pytest.fixture
+def client(lake, monkeypatch):
+    monkeypatch.setattr(pipeline_reports, "_lake", lambda: lake)
+    pipeline_reports.app.dependency_overrides[get_user] = lambda: object()
+    yield TestClient(pipeline_reports.app)
+    pipeline_reports.app.dependency_overrides.clear()
+
+
+def test_serves_a_report_file_with_its_media_type(client, lake):
+    lake.write_text("reports/validation/schedule/date=2013-01-05/index.html", "<h1>Data Docs</h1>")
+    response = client.get("/reports/validation/schedule/date=2013-01-05/index.html")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.text == "<h1>Data Docs</h1>"
+
+
+def test_lists_a_folder(client, lake):
+    lake.write_text("reports/validation/schedule/date=2013-01-05/index.html", "x")
+    lake.write_text("reports/validation/schedule/date=2013-01-06/validation_result.json", "{}")
+    response = client.get("/reports/validation/schedule/")
+    assert response.status_code == 200
+    assert 'href="date=2013-01-05/"' in response.text and 'href="date=2013-01-06/"' in response.text
+
+
+def test_missing_report_is_a_404_naming_the_lake_path(client, lake):
+    response = client.get("/reports/validation/weather/date=2013-02-30/")
+    assert response.status_code == 404
+    assert "reports/validation/weather/date=2013-02-30" in response.json()["detail"]
+
+
+def test_rejects_parent_segments(client, lake):
+    lake.write_text("landing/schedule/2013-01-05.csv", "secret-ish")
+    response = client.get("/reports/..%2Flanding/schedule/2013-01-05.csv")
+    assert response.status_code in (400, 404)
+    assert "secret-ish" not in response.text
+
+
+def test_requires_an_airflow_login(local_lake, monkeypatch):
+    monkeypatch.setattr(pipeline_reports, "_lake", lambda: local_lake)
+    response = TestClient(pipeline_reports.app).get("/reports/")
+    assert response.status_code == 401
+
+
+def test_validation_link_only_on_validate_tasks():
+    class Key:
+        def __init__(self, task_id):
+            self.task_id = task_id
+
+    link = pipeline_reports.ValidationReportLink()
+    assert link.get_link(None, ti_key=Key("weather.validate_and_publish")) == "/pipeline/reports/validation/weather/"
+    assert link.get_link(None, ti_key=Key("weather.wait_for_landing")) == ""
