@@ -74,7 +74,8 @@ with DAG(
 ) as dag:
     for feed in FEEDS_ORDER:
         flight_date = flight_date_template(feed)
-        with TaskGroup(group_id=feed, tooltip=f"{feed} feed of flight date {flight_date}"):
+        day = "D-1" if DAY_OFFSET[feed] else "D"
+        with TaskGroup(group_id=feed, tooltip=f"{feed} feed of flight date {day} (logical date D)"):
             landed = LakeObjectSensor(
                 task_id="wait_for_landing",
                 key=landing_key(feed, flight_date),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, XComArg
 
 from common.config import settings
 from common.operators import AssetEventFn, SubprocessStepOperator
@@ -58,7 +58,7 @@ def pipeline_step(
     task_id: str,
     *,
     step: str,
-    arguments: Sequence[str] = (),
+    arguments: Sequence[str] | XComArg = (),
     asset_events: AssetEventFn | None = None,
     **kwargs: Any,
 ) -> BaseOperator:
@@ -70,7 +70,8 @@ def pipeline_step(
             task_id=task_id,
             step=step,
             cmds=["python", "-m", f"jobs.{step}"],
-            arguments=list(arguments),
+            # An XComArg (arguments made by an upstream task) is resolved when the task renders.
+            arguments=arguments if isinstance(arguments, XComArg) else list(arguments),
             asset_events=asset_events,
             **pod_kwargs(step, task_id),
             **kwargs,

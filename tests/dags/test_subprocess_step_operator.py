@@ -1,0 +1,149 @@
+"""Layer 4: the local runner, run for real. A step's exit code and STEP_RESULT lines become Airflow outcomes.
+
+SubprocessStepOperator starts a real child process; only the command changes
+(ScriptStep), to a few lines of Python that speak the step contract through
+jobs.results itself: exit 0 -> results (XCom) and Asset events, exit 3 ->
+StepRejected (fail, no retry), anything else -> AirflowException (retried).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.execution_time.comms import SucceedTask
+from airflow.sdk.execution_time.context import OutletEventAccessors
+from airflow.sdk.execution_time.task_runner import _build_asset_profiles, _serialize_outlet_events
+
+# The child: prints like a step, reports each result with jobs.results.emit_result, exits as told.
+STEP = """
+import json, os, sys, time
+from jobs.results import emit_result
+results, code, seconds = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+print("validating landing/flights/2013-02-28.csv", flush=True)
+time.sleep(seconds)
+for result in results:
+    emit_result({**result, "cwd": os.getcwd(), "flag": os.environ.get("STEP_FLAG")})
+if code == 3:
+    print("ERROR flights 2013-02-28 rejected: expect_column_values_to_be_unique(flight): 12 duplicates", flush=True)
+elif code:
+    print("Traceback (most recent call last): boom", flush=True)
+sys.exit(code)
+"""
+
+PASSED = {
+    "feed": "flights", "ds": "2013-02-28", "status": "passed", "rows": 912, "quarantined_rows": 0,
+    "raw_uri": "file:///lake/raw/flights/date=2013-02-28", "quarantine_uri": None, "warnings": [],
+}
+WITH_QUARANTINE = {
+    "feed": "schedule", "ds": "2013-02-28", "status": "passed_with_quarantined_rows", "rows": 900,
+    "quarantined_rows": 3, "raw_uri": "file:///lake/raw/schedule/date=2013-02-28",
+    "quarantine_uri": "file:///lake/quarantine/schedule/date=2013-02-28", "warnings": ["3 rows quarantined"],
+}
+REJECTED = {"feed": "weather", "ds": "2013-02-28", "status": "rejected", "raw_uri": None, "warnings": []}
+
+
+@pytest.fixture
+def ingest(load_dag_module, tmp_path, monkeypatch):
+    """(ScriptStep class, the flights_ingest module): asset_events and assets are the DAG's own."""
+    from common.operators import SubprocessStepOperator
+
+    # jobs.results also writes the pod's XCom file when its folder exists: keep it off this machine's /airflow.
+    monkeypatch.setenv("PIPELINE_XCOM_FILE", str(tmp_path / "no-such-dir" / "return.json"))
+    module = load_dag_module("flights_ingest", "local")
+
+    class ScriptStep(SubprocessStepOperator):
+        def __init__(self, *, results: list[dict[str, Any]], exit_code: int, seconds: float = 0.0, **kwargs: Any):
+            super().__init__(step="ingest", asset_events=module.raw_asset_event, **kwargs)
+            self.script_args = [json.dumps(results), str(exit_code), str(seconds)]
+
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", STEP, *self.script_args]
+
+    return ScriptStep, module
+
+
+def run(operator) -> tuple[Any, dict[str, Any]]:
+    context = {"outlet_events": OutletEventAccessors()}
+    return operator.execute(context), context
+
+
+def test_exit_0_returns_the_results_and_emits_asset_events(ingest):
+    from common.config import REPO_ROOT
+
+    ScriptStep, module = ingest
+    operator = ScriptStep(
+        task_id="validate_and_publish", results=[PASSED, WITH_QUARANTINE, REJECTED], exit_code=0,
+        env={"STEP_FLAG": "on"}, outlets=[module.raw_asset(feed) for feed in ("flights", "schedule", "weather")],
+    )
+    results, context = run(operator)
+
+    assert [result["status"] for result in results] == ["passed", "passed_with_quarantined_rows", "rejected"]
+    assert results[0] == {**PASSED, "cwd": str(REPO_ROOT), "flag": "on"}, "parsed back exactly, run from the repo root"
+
+    message = SucceedTask(  # what the worker sends the API server: validates the events' shape
+        end_date=dt.datetime.now(dt.timezone.utc),
+        task_outlets=list(_build_asset_profiles(operator.outlets)),
+        outlet_events=list(_serialize_outlet_events(context["outlet_events"])),
+    )
+    events = {event["dest_asset_key"]["name"]: event for event in message.outlet_events}
+    assert sorted(events) == ["raw_flights", "raw_schedule"], "no event for the rejected feed"
+    assert events["raw_flights"]["partition_key"] == "2013-02-28"
+    assert events["raw_flights"]["dest_asset_key"]["uri"] == module.raw_asset("flights").uri
+    assert events["raw_schedule"]["extra"]["quarantined_rows"] == 3
+    assert events["raw_schedule"]["extra"]["warnings"] == ["3 rows quarantined"]
+
+
+def test_exit_3_is_a_rejection_that_is_not_retried(ingest):
+    from common.operators import StepRejected
+
+    ScriptStep, _ = ingest
+    operator = ScriptStep(task_id="validate_and_publish", results=[REJECTED], exit_code=3)
+    with pytest.raises(StepRejected) as caught:
+        run(operator)
+    assert isinstance(caught.value, AirflowFailException)
+    assert "jobs.ingest rejected its input" in str(caught.value)
+    assert "expect_column_values_to_be_unique(flight): 12 duplicates" in str(caught.value), "names the failed check"
+
+
+@pytest.mark.parametrize("exit_code", [1, 2])
+def test_other_exit_codes_fail_and_retry(ingest, exit_code):
+    from common.operators import StepRejected
+
+    ScriptStep, _ = ingest
+    operator = ScriptStep(task_id="validate_and_publish", results=[], exit_code=exit_code)
+    with pytest.raises(AirflowException) as caught:
+        run(operator)
+    assert not isinstance(caught.value, (AirflowFailException, StepRejected))
+    assert f"exited with code {exit_code}" in str(caught.value)
+    assert "Traceback" in str(caught.value)
+
+
+def test_on_kill_stops_the_step(ingest):
+    ScriptStep, _ = ingest
+    operator = ScriptStep(task_id="validate_and_publish", results=[PASSED], exit_code=0, seconds=60)
+    outcome: dict[str, BaseException | Any] = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = run(operator)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=execute)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while operator._process is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert operator._process is not None, "the step never started"
+    operator.on_kill()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "on_kill did not stop the step"
+    assert isinstance(outcome.get("error"), AirflowException), outcome
+    assert "exited with code -15" in str(outcome["error"])
