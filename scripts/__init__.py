@@ -1,0 +1,1 @@
+"""Developer tooling: the local stack (`python -m scripts.stack`) and the demo driver."""

@@ -1,0 +1,175 @@
+"""The local stack (scripts/stack.py) for integration tests: throwaway homes, free ports.
+
+Not a test module. It builds a `StackConfig` in a temporary directory and drives the same
+`Stack` as `make demo`, so the tests exercise the demo's own start and stop code:
+
+    with IntegrationStack(tmp_path, dags_folder=my_dags) as stack:
+        client = stack.client()                 # REST client, logged in as admin
+        subprocess.run([...], env=stack.env())  # a CLI that talks to this stack
+
+Metadata database: SQLite in the temporary home, or, with `postgres_server=...`, a fresh
+PostgreSQL database created for the run and dropped after it. As a session fixture:
+
+    @pytest.fixture(scope="session")
+    def airflow_stack(tmp_path_factory):
+        with IntegrationStack(tmp_path_factory.mktemp("stack")) as stack:
+            yield stack
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+from scripts.airflow_api import AirflowClient
+from scripts.stack import REPO_ROOT, Stack, StackConfig, StackError
+
+# The PostgreSQL server of the tests (a database is created on it for each stack).
+POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct ports nothing listens on (each socket stays bound until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def _connect(server_url: str, database: str = "postgres", timeout: int = 3):
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    return psycopg2.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        dbname=database, connect_timeout=timeout,
+    )
+
+
+def postgres_skip_reason(server_url: str = POSTGRES_SERVER) -> str | None:
+    """Why a PostgreSQL-backed stack cannot run here, or None when it can."""
+    if importlib.util.find_spec("asyncpg") is None:
+        # Airflow 3 opens an async engine on postgresql+asyncpg beside the sync one.
+        return "asyncpg is not installed (Airflow 3 needs it for a PostgreSQL metadata database)"
+    try:
+        _connect(server_url, timeout=2).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return f"PostgreSQL not reachable at {server_url}: {str(exc).strip()}"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_database(server_url: str = POSTGRES_SERVER, prefix: str = "airflow_test") -> Iterator[str]:
+    """A new, empty database on `server_url` for the block; dropped after it."""
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+class IntegrationStack:
+    """Airflow + MLflow of scripts/stack.py in `base_dir`, on free ports.
+
+    dags_folder / plugins_folder default to the repository's. `postgres_server` (a server
+    URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database.
+    After `stop()` (or the `with` block), `leftovers` lists any process still alive; leaving
+    the block with leftovers raises StackError.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        dags_folder: Path | None = None,
+        plugins_folder: Path | None = None,
+        postgres_server: str | None = None,
+        lake_root: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        start_timeout: float = 300.0,
+        echo: Callable[[str], None] | None = print,
+    ):
+        self.base_dir = Path(base_dir)
+        self.dags_folder = dags_folder or REPO_ROOT / "dags"
+        self.plugins_folder = plugins_folder or REPO_ROOT / "plugins"
+        self.postgres_server = postgres_server
+        self.lake_root = lake_root or str(self.base_dir / "lake")
+        self.extra_env = dict(extra_env or {})
+        self.start_timeout = start_timeout
+        self.echo = echo
+        self.config: StackConfig | None = None
+        self.stack: Stack | None = None
+        self.leftovers: list[str] = []
+        self._resources = contextlib.ExitStack()
+
+    def start(self) -> IntegrationStack:
+        try:
+            db_url = None
+            if self.postgres_server:
+                db_url = self._resources.enter_context(postgres_database(self.postgres_server))
+            airflow_port, mlflow_port, worker_log_port, trigger_log_port = free_ports(4)
+            self.config = StackConfig(
+                airflow_home=self.base_dir / "airflow",
+                mlflow_home=self.base_dir / "mlflow",
+                lake_root=self.lake_root,
+                dags_folder=self.dags_folder,
+                plugins_folder=self.plugins_folder,
+                airflow_port=airflow_port,
+                mlflow_port=mlflow_port,
+                worker_log_port=worker_log_port,
+                trigger_log_port=trigger_log_port,
+                airflow_db_url=db_url,
+                extra_env=self.extra_env,
+            )
+            self.stack = Stack(self.config, echo=self.echo)
+            self.stack.start(timeout=self.start_timeout)
+        except BaseException:
+            self._resources.close()
+            raise
+        return self
+
+    def stop(self, grace: float = 30.0) -> list[str]:
+        """Stop the stack, then drop its database; returns the processes left (none if clean)."""
+        try:
+            if self.stack is not None:
+                self.leftovers = self.stack.stop(grace=grace)
+        finally:
+            self._resources.close()
+        return self.leftovers
+
+    def __enter__(self) -> IntegrationStack:
+        return self.start()
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        leftovers = self.stop()
+        if leftovers and exc_type is None:
+            raise StackError("processes left after stop:\n  " + "\n  ".join(leftovers))
+
+    def client(self) -> AirflowClient:
+        return self._started().client()
+
+    def env(self) -> dict[str, str]:
+        """Environment for a CLI (`airflow ...`, `python -m jobs....`) that uses this stack."""
+        return self._started().config.airflow_env()
+
+    def _started(self) -> Stack:
+        if self.stack is None:
+            raise StackError("the stack is not started")
+        return self.stack
