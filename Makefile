@@ -18,7 +18,7 @@ $(STAMP): requirements.txt constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(if $(DEMO_DAYS),--days $(DEMO_DAYS))
 
 stop:
 	@test -x $(PY) && $(PY) -m scripts.stack stop || true

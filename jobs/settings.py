@@ -1,8 +1,9 @@
 """One settings object for the whole pipeline.
 
 `config/settings.yaml` holds every path, threshold, image tag and schedule once;
-the overlay `config/overlays/$PIPELINE_ENV.yaml` is deep-merged over it and the
-result is validated by the typed model below. A wrong key or value fails at load
+the overlay `config/overlays/$PIPELINE_ENV.yaml` is deep-merged over it, then
+`PIPELINE__SECTION__KEY` variables from the environment (see env_overrides), and
+the result is validated by the typed model below. A wrong key or value fails at load
 with its dotted path and the file(s) that set it.
 
 This module is imported by DAG files at parse time, so it stays light: YAML and
@@ -14,7 +15,7 @@ import datetime as dt
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -184,7 +185,7 @@ def _lookup(tree: Any, loc: tuple[Any, ...]) -> Any:
     return tree
 
 
-def _describe(exc: ValidationError, sources: list[tuple[Path, dict[str, Any]]]) -> str:
+def _describe(exc: ValidationError, sources: list[tuple[Path | str, dict[str, Any]]]) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
@@ -213,27 +214,59 @@ def load_settings(env: str | None = None, config_dir: Path | None = None) -> Set
         known = sorted(p.stem for p in (config_dir / "overlays").glob("*.yaml"))
         raise SettingsError(f"PIPELINE_ENV={env!r}: no overlay {overlay_file} (known: {', '.join(known)})")
     base, overlay = _read_yaml(base_file), _read_yaml(overlay_file)
-    merged = _deep_merge(base, overlay)
-    if os.environ.get("LAKE_ROOT"):
-        merged.setdefault("lake", {})["root"] = os.environ["LAKE_ROOT"]
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        merged.setdefault("mlflow", {})["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    from_env = env_overrides(os.environ)
+    merged = _deep_merge(_deep_merge(base, overlay), from_env)
     merged["env"] = env
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, [(overlay_file, overlay), (base_file, base)])) from None
+        sources = [("the environment (PIPELINE__* / LAKE_ROOT / MLFLOW_TRACKING_URI)", from_env),
+                   (overlay_file, overlay), (base_file, base)]
+        raise SettingsError(_describe(exc, sources)) from None
 
 
-@lru_cache(maxsize=4)
-def _cached(env: str, lake_root: str, tracking_uri: str) -> Settings:
+ENV_PREFIX = "PIPELINE__"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from the environment, applied over the files.
+
+    `PIPELINE__SECTION__KEY=value` sets `section.key` (value parsed as YAML, so
+    `PIPELINE__AIRFLOW__END_DATE=2013-01-31` or `PIPELINE__INGEST__MAX_BAD_ROW_FRACTION=0.05`);
+    `LAKE_ROOT` and `MLFLOW_TRACKING_URI` set `lake.root` and `mlflow.tracking_uri`.
+    """
+    tree: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or not environ[name]:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if not all(path):
+            raise SettingsError(f"{name}: empty key segment in the variable name")
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{name}: not a valid value: {exc}") from None
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"{name}: {'.'.join(path)} conflicts with another PIPELINE__ variable")
+        node[path[-1]] = value
+    if environ.get("LAKE_ROOT"):
+        tree.setdefault("lake", {})["root"] = environ["LAKE_ROOT"]
+    if environ.get("MLFLOW_TRACKING_URI"):
+        tree.setdefault("mlflow", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
+    return tree
+
+
+@lru_cache(maxsize=8)
+def _cached(env: str, overrides: tuple[tuple[str, str], ...]) -> Settings:
     return load_settings(env)
 
 
 def get_settings() -> Settings:
-    """Settings for the current process, cached per (env, LAKE_ROOT, MLFLOW_TRACKING_URI)."""
-    return _cached(
-        os.environ.get("PIPELINE_ENV") or DEFAULT_ENV,
-        os.environ.get("LAKE_ROOT", ""),
-        os.environ.get("MLFLOW_TRACKING_URI", ""),
+    """Settings for the current process, cached per environment (PIPELINE_ENV and overrides)."""
+    overrides = tuple(
+        sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX) or k in ("LAKE_ROOT", "MLFLOW_TRACKING_URI"))
     )
+    return _cached(os.environ.get("PIPELINE_ENV") or DEFAULT_ENV, overrides)

@@ -1,6 +1,7 @@
 """Settings: base + overlay load and validate; a wrong key or value fails with its name and file."""
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -283,3 +284,33 @@ def test_unknown_runner_kind_in_overlay_fails(config_dir):
     line = error_line(caught.value, "runner.kind")
     assert "'subprocess' or 'kubernetes'" in line
     assert f"(set in {overlay})" in line
+
+
+def test_pipeline_env_variables_override_nested_keys(monkeypatch):
+    monkeypatch.setenv("PIPELINE__AIRFLOW__END_DATE", "2013-01-31")
+    monkeypatch.setenv("PIPELINE__INGEST__MAX_BAD_ROW_FRACTION", "0.05")
+    settings = load_settings("local")
+    assert settings.airflow.end_date == dt.date(2013, 1, 31)
+    assert settings.ingest.max_bad_row_fraction == 0.05
+    assert settings.airflow.start_date == dt.date(2013, 1, 1), "siblings of an overridden key stay"
+
+
+def test_a_bad_environment_override_names_the_variable_source(monkeypatch):
+    monkeypatch.setenv("PIPELINE__INGEST__MAX_BAD_ROW_FRACTION", "2")
+    with pytest.raises(SettingsError) as info:
+        load_settings("local")
+    assert "ingest.max_bad_row_fraction" in str(info.value)
+    assert "the environment" in str(info.value)
+
+
+def test_an_unknown_environment_key_fails_with_its_name(monkeypatch):
+    monkeypatch.setenv("PIPELINE__LAKE__ROOOT", "/tmp/x")
+    with pytest.raises(SettingsError, match=r"lake\.rooot: Extra inputs are not permitted"):
+        load_settings("local")
+
+
+def test_get_settings_follows_override_changes(monkeypatch):
+    monkeypatch.setenv("PIPELINE__AIRFLOW__END_DATE", "2013-02-01")
+    assert get_settings().airflow.end_date == dt.date(2013, 2, 1)
+    monkeypatch.setenv("PIPELINE__AIRFLOW__END_DATE", "2013-03-01")
+    assert get_settings().airflow.end_date == dt.date(2013, 3, 1)
