@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Lake                   {config.lake_root}")
     print(f"Validation reports     {config.airflow_url}/pipeline/reports/validation/ (Browse > Pipeline reports)")
     print()
-    print("Try a bad delivery: trigger replay_publisher with "
-          '{"start": "2013-02-01", "feeds": ["schedule"], "corrupt": "duplicates"},')
-    print("then flights_ingest for 2013-02-01 fails red and quarantines the file. `make stop` stops everything.")
+    print("Try a bad delivery: trigger replay_publisher with")
+    print(f'  {{"start": "{last}", "feeds": ["schedule"], "corrupt": "duplicates"}}')
+    print(f"then clear flights_ingest > {last} > schedule.validate_and_publish: it fails red naming the")
+    print("duplicated flights, quarantines the file and keeps the good raw partition. Trigger again with")
+    print('"redeliver": true (and no corruption), clear the task: it publishes. `make stop` stops everything.')
     return 0 if not failed else 1
 
 

@@ -8,6 +8,7 @@ line becomes part of the task's XCom (references only) and, through
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,9 @@ from jobs.results import EXIT_REJECTED, parse_results
 
 # (asset, partition key, extra) for one step result; None: no event for it.
 AssetEventFn = Callable[[dict[str, Any]], "tuple[Asset, str, dict[str, Any]] | None"]
+
+
+_LEVELS = {"WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 
 
 class StepRejected(AirflowFailException):
@@ -89,7 +93,9 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
         for line in self._process.stdout:
             line = line.rstrip("\n")
             output.append(line)
-            self.log.info("%s", line)
+            # Keep the step's own level, so warnings and errors stand out in the task log.
+            level = _LEVELS.get(line.split(" ", 1)[0], logging.INFO)
+            self.log.log(level, "%s", line)
         code = self._process.wait()
         if code == EXIT_REJECTED:
             raise StepRejected(f"jobs.{self.step} rejected its input:\n" + _problem_lines(output))
