@@ -100,6 +100,7 @@ class _LocalStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; lake files are read by other services
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -242,14 +243,21 @@ class Lake:
     def list(self, prefix: str) -> list[str]:
         return self._store.list(prefix)
 
-    def write_tree(self, prefix: str, local_dir: Path) -> int:
-        """Upload every file under `local_dir` below `prefix` (reports, data docs)."""
-        count = 0
+    def write_tree(self, prefix: str, local_dir: Path, replace: bool = False) -> int:
+        """Upload every file under `local_dir` below `prefix` (reports, data docs).
+
+        With `replace`, objects under `prefix` that `local_dir` lacks are deleted afterwards,
+        so a rerun leaves exactly the new tree.
+        """
+        written: set[str] = set()
         for path in sorted(Path(local_dir).rglob("*")):
             if path.is_file():
-                self.write_bytes(f"{prefix}/{path.relative_to(local_dir).as_posix()}", path.read_bytes())
-                count += 1
-        return count
+                key = f"{prefix}/{path.relative_to(local_dir).as_posix()}"
+                self.write_bytes(key, path.read_bytes())
+                written.add(key)
+        if replace:
+            self._store.delete([key for key in self._store.list(prefix) if key not in written])
+        return len(written)
 
     # Partitions ------------------------------------------------------------
     def partition_exists(self, key: str) -> bool:
