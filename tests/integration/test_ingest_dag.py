@@ -1,0 +1,203 @@
+"""flights_ingest through a real Airflow (`airflow dags test`): a good day and every bad kind.
+
+Each run uses a fresh lake; bad deliveries are spread over the three feeds of a
+few runs so that every kind in jobs.corrupt.KINDS goes through the real DAG.
+The whole set runs on SQLite metadata, and a good day plus a rejection again
+with the metadata on PostgreSQL when 127.0.0.1:5432 answers.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.ingest import ingest_feed
+from jobs.lake import Lake, landing_key, quarantine_key, raw_key
+from jobs.publish import publish
+from jobs.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+RUN_DAG_TEST = Path(__file__).with_name("dag_test_runner.py")
+
+
+def _airflow_env(home: Path, lake_root: Path, sql_conn: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_conn,
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "dags")]),
+        "PIPELINE_ENV": "local",
+        "LAKE_ROOT": str(lake_root),
+        # A feed that never lands fails the test in a minute, not after the local 10-minute timeout.
+        "PIPELINE__SENSORS__TIMEOUT_S": "60",
+        "PIPELINE__SENSORS__POKE_INTERVAL_S": "2",
+    }
+
+
+class AirflowRunner:
+    """`airflow dags test` against its own metadata DB and lake."""
+
+    def __init__(self, home: Path, sql_conn: str):
+        self.home = home
+        self.lake_root = home / "lake"
+        self.env = _airflow_env(home, self.lake_root, sql_conn)
+        subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300)
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(str(self.lake_root))
+
+    def dags_test(self, dag_id: str, logical_date: str, conf: dict | None = None) -> tuple[str, dict, str]:
+        """One DAG run through Airflow's dag.test(): (run state, {task_id: state}, output)."""
+        command = [sys.executable, str(RUN_DAG_TEST), dag_id, logical_date]
+        if conf is not None:
+            command.append(json.dumps(conf))
+        proc = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=600)
+        output = proc.stdout + proc.stderr
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("DAG_TEST_RESULT ")]
+        assert lines, f"dag.test() did not finish:\n{output[-4000:]}"
+        result = json.loads(lines[-1].split(" ", 1)[1])
+        return result["state"], result["tasks"], output
+
+
+def _postgres_conn(request) -> str:
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
+    admin.autocommit = True
+    name = f"airflow_it_{os.getpid()}"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+    request.addfinalizer(drop)
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture(scope="module")
+def sqlite_airflow(tmp_path_factory) -> AirflowRunner:
+    home = tmp_path_factory.mktemp("airflow_sqlite")
+    return AirflowRunner(home, f"sqlite:///{home}/airflow.db")
+
+
+@pytest.fixture(scope="module")
+def postgres_airflow(tmp_path_factory, request) -> AirflowRunner:
+    home = tmp_path_factory.mktemp("airflow_pg")
+    return AirflowRunner(home, _postgres_conn(request))
+
+
+def _good_day(runner: AirflowRunner) -> None:
+    """Day D=2013-01-02: schedule+weather of D, outcomes of D-1 (needs D-1's schedule first)."""
+    lake = runner.lake
+    publish(lake, dt.date(2013, 1, 1), days=2)
+    state, tasks, out = runner.dags_test("flights_ingest", "2013-01-01")
+    assert state == "success", out[-3000:]
+    assert tasks["flights.wait_for_landing"]["state"] == "skipped", (
+        "outcomes of 2012-12-31 are outside the source: the branch must skip, not wait"
+    )
+    state, tasks, out = runner.dags_test("flights_ingest", "2013-01-02")
+    assert state == "success", out[-3000:]
+    for feed, ds in (("schedule", "2013-01-02"), ("weather", "2013-01-02"), ("flights", "2013-01-01")):
+        manifest = lake.read_manifest(raw_key(feed, ds))
+        assert manifest["rows"] > 0
+        assert manifest["metadata"]["landing_key"] == landing_key(feed, ds)
+    assert lake.list("reports/validation/schedule/date=2013-01-02"), "Data Docs were not published"
+
+
+# Bad deliveries: (logical date D, {feed: kind}); flights carry the outcomes of D-1.
+# Dates are spaced so that each case owns its D-1 and D.
+BAD_RUNS = [
+    ("2013-01-11", {"schedule": "missing_column", "weather": "extra_column", "flights": "wrong_type"}),
+    ("2013-01-14", {"schedule": "empty_file", "weather": "header_only", "flights": "truncated"}),
+    ("2013-01-17", {"schedule": "other_date", "weather": "duplicates", "flights": "bad_values"}),
+    ("2013-01-20", {"schedule": "unknown_code", "weather": "non_utf8", "flights": "schedule_mismatch"}),
+]
+
+
+def _ingest_good_day(runner: AirflowRunner, day: dt.date):
+    """A clean run for `day`: its outcomes (of day-1) need day-1's schedule, set up by the job itself."""
+    lake = runner.lake
+    publish(lake, day - dt.timedelta(days=1), days=3)
+    ingest_feed(lake, "schedule", (day - dt.timedelta(days=1)).isoformat(), load_settings("local"))
+    return runner.dags_test("flights_ingest", day.isoformat())
+
+
+def test_good_day_publishes_every_feed(sqlite_airflow):
+    _good_day(sqlite_airflow)
+
+
+@pytest.mark.parametrize("logical_date,kinds", BAD_RUNS, ids=[d for d, _ in BAD_RUNS])
+def test_bad_deliveries_are_quarantined_and_fail_fast(sqlite_airflow, logical_date, kinds):
+    runner, lake = sqlite_airflow, sqlite_airflow.lake
+    day = dt.date.fromisoformat(logical_date)
+    outcome_day = day - dt.timedelta(days=1)
+    # The outcomes of D-1 are checked against D-1's schedule: ingest it through the DAG first.
+    state, _, out = _ingest_good_day(runner, outcome_day)
+    assert state == "success", out[-3000:]
+    dates = {"schedule": day, "weather": day, "flights": outcome_day}
+    before = {}
+    for feed, kind in kinds.items():
+        publish(lake, dates[feed], feeds=(feed,), corrupt_kind=kind)
+        before[feed] = lake.read_bytes(landing_key(feed, dates[feed].isoformat()))
+
+    state, tasks, out = runner.dags_test("flights_ingest", logical_date)
+    assert state == "failed", out[-3000:]
+    for feed, kind in kinds.items():
+        ds = dates[feed].isoformat()
+        task = tasks[f"{feed}.validate_and_publish"]
+        # StepRejected is an AirflowFailException: failed at the first try, no retry storm.
+        assert (task["state"], task["try_number"]) == ("failed", 1), (feed, kind, tasks)
+        assert not lake.partition_exists(raw_key(feed, ds)), f"{kind}: a raw partition was written"
+        assert lake.read_bytes(landing_key(feed, ds)) == before[feed], f"{kind}: landing file changed"
+        quarantined = lake.list(quarantine_key(feed, ds))
+        assert any(k.endswith("source.csv") for k in quarantined), (kind, quarantined)
+        result_keys = [k for k in quarantined if k.endswith("validation.json")]
+        assert result_keys, (kind, quarantined)
+        validation = lake.read_json(result_keys[0])
+        assert validation.get("failures"), (kind, validation)
+    assert "rejected its input" in out, "the task log must name the rejection"
+
+
+def test_redelivered_fix_publishes_on_rerun(sqlite_airflow):
+    runner, lake = sqlite_airflow, sqlite_airflow.lake
+    day = dt.date(2013, 1, 23)
+    assert _ingest_good_day(runner, day - dt.timedelta(days=1))[0] == "success"
+    publish(lake, day, feeds=("schedule",), corrupt_kind="duplicates")
+    state, _, _ = runner.dags_test("flights_ingest", day.isoformat())
+    assert state == "failed"
+    assert not lake.partition_exists(raw_key("schedule", day.isoformat()))
+    publish(lake, day, feeds=("schedule",), redeliver=True)
+    state, _, out = runner.dags_test("flights_ingest", day.isoformat())
+    assert state == "success", out[-3000:]
+    assert lake.read_manifest(raw_key("schedule", day.isoformat()))["rows"] > 0
+    assert lake.list(quarantine_key("schedule", day.isoformat())), "the quarantined attempt must be kept"
+
+
+@pytest.mark.postgres
+def test_good_day_and_rejection_on_postgres_metadata(postgres_airflow):
+    _good_day(postgres_airflow)
+    lake = postgres_airflow.lake
+    publish(lake, dt.date(2013, 1, 3), feeds=("schedule",), corrupt_kind="missing_column")
+    publish(lake, dt.date(2013, 1, 3), feeds=("weather",))
+    state, tasks, out = postgres_airflow.dags_test("flights_ingest", "2013-01-03")
+    assert state == "failed", out[-3000:]
+    assert tasks["schedule.validate_and_publish"]["state"] == "failed"
+    assert lake.partition_exists(raw_key("weather", "2013-01-03"))

@@ -1,0 +1,84 @@
+"""Dockerfiles are checked here, not built (no Docker engine on CI): pinned bases, real
+COPY sources, pinned installs, a non-root user, and nothing secret baked in."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((REPO_ROOT / "docker").glob("*.Dockerfile"))
+SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", re.IGNORECASE)
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def test_there_are_dockerfiles():
+    assert {p.name for p in DOCKERFILES} >= {"airflow.Dockerfile", "jobs.Dockerfile"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_base_image_is_pinned(dockerfile):
+    bases = [args.split()[0] for word, args in instructions(dockerfile) if word == "FROM"]
+    assert bases, "no FROM"
+    for base in bases:
+        tag = base.rsplit("/", 1)[-1].partition(":")[2]
+        assert "@sha256:" in base or (tag and tag != "latest"), f"{base} is not pinned"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_copy_sources_exist_and_are_not_ignored_data(dockerfile):
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    for word, args in instructions(dockerfile):
+        if word != "COPY":
+            continue
+        parts = [p for p in args.split() if not p.startswith("--")]
+        for source in parts[:-1]:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_runs_as_a_non_root_user(dockerfile):
+    users = [args for word, args in instructions(dockerfile) if word == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_no_secret_is_baked_in(dockerfile):
+    for word, args in instructions(dockerfile):
+        if word in ("ENV", "ARG"):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args) or args.split()[:1]
+            assert not [n for n in names if SECRET_NAME.search(n)], f"{word} {args}: secrets come from the runtime"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_python_installs_are_pinned_by_the_repo_constraints(dockerfile):
+    for word, args in instructions(dockerfile):
+        if word == "RUN" and "pip install" in args:
+            assert "constraints.txt" in args, f"unpinned install: {args}"
+
+
+def test_images_named_in_settings_are_pinned_versions():
+    import yaml
+
+    images = yaml.safe_load((REPO_ROOT / "config" / "settings.yaml").read_text())["runner"]["images"]
+    for name, image in images.items():
+        assert re.search(r":\d+\.\d+\.\d+$", image), f"runner.images.{name}={image} must carry a release tag"
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    for path in (".venv", ".airflow", ".mlflow", "data", ".git"):
+        assert path in ignored, f"{path} would be sent to the build context"
