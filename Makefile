@@ -1,5 +1,6 @@
 # Two commands do all the set-up: `make demo` and `make test` (see README.md).
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,8 @@ venv: $(STAMP)
 # The venv is rebuilt only when the pins change, so a second `make` is quick.
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	@echo "installing pinned dependencies into $(VENV) (a few minutes, once)"
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
