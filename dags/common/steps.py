@@ -32,8 +32,9 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
     resources = runner.resources.get(profile)
     env = {"PIPELINE_ENV": settings().env, "LAKE_ROOT": settings().lake_root,
            "MLFLOW_TRACKING_URI": settings().mlflow.tracking_uri}
+    # No `name`: the operator names the pod after the full task id (group included), so the
+    # three feeds' pods are told apart, plus a random suffix.
     return {
-        "name": f"{step}-{task_id}".replace("_", "-").replace(".", "-")[:50],
         "namespace": runner.namespace,
         "image": runner.images[profile],
         "image_pull_policy": runner.image_pull_policy,

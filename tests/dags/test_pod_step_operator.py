@@ -310,3 +310,11 @@ def test_success_deletes_the_pod(step_operator):
     cleanup(operator, pod, "Succeeded", terminated(0))
     changes = [call[:3] for call in api.calls if call[0] != "read"]
     assert changes == [("delete", pod.metadata.name, "ml-pipelines")]
+
+
+def test_each_feed_gets_its_own_pod_name(dag, runtime_ti):
+    """Pods are named after the full task id, so on-call can tell the feeds' pods apart."""
+    names = {feed: render_pod(dag, runtime_ti, feed)[1].metadata.name for feed in ("schedule", "weather", "flights")}
+    for feed, name in names.items():
+        assert name.startswith(f"{feed}-validate-and-publish"), (feed, name)
+        assert DNS_LABEL.match(name), name
