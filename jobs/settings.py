@@ -128,6 +128,45 @@ class RunnerSettings(_Strict):
         return images
 
 
+class SparkSettings(_Strict):
+    """How a step starts its SparkSession (jobs/spark.py)."""
+
+    # null: leave the master to spark-submit / the Spark operator (production).
+    master: str | None = "local[2]"
+    driver_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgt]$")
+    shuffle_partitions: int = Field(default=4, gt=0)
+    ui_enabled: bool = False
+    # Any other spark.* property, passed through as is.
+    conf: dict[str, str] = {}
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
+        bad = sorted(key for key in conf if not key.startswith("spark."))
+        if bad:
+            raise ValueError(f"not Spark properties (must start with 'spark.'): {bad}")
+        return conf
+
+
+class FeatureSettings(_Strict):
+    """Tunables of the feature step (jobs/features.py); the columns live in `schema_file`."""
+
+    # The declared feature schema (names, Spark types, roles), relative to config/.
+    schema_file: str = Field(min_length=1)
+    # Weather older than this before the scheduled hour counts as missing.
+    weather_max_age_hours: float = Field(gt=0, le=24)
+    # History of a carrier/origin/route/tail with no labelled flight in a window falls back
+    # to all departures of that window; with no history at all (2013-01-01) to these.
+    default_delay_rate: float = Field(ge=0.0, le=1.0)
+    default_mean_arr_delay: float
+    spark: SparkSettings
+
+    @property
+    def schema_path(self) -> Path:
+        path = Path(self.schema_file)
+        return path if path.is_absolute() else CONFIG_DIR / path
+
+
 class Settings(_Strict):
     env: str
     lake: LakeSettings
@@ -137,6 +176,7 @@ class Settings(_Strict):
     airflow: AirflowSettings
     mlflow: MlflowSettings
     runner: RunnerSettings
+    features: FeatureSettings
 
     @property
     def lake_root(self) -> str:

@@ -1,0 +1,80 @@
+"""The one way a step gets its SparkSession.
+
+    from jobs.spark import spark_session
+    spark = spark_session("features")
+
+Configuration comes from `features.spark` in the settings (master, driver memory,
+shuffle partitions, UI, extra `spark.*` properties). Two properties are fixed here
+because the code depends on them, not because they are tunables:
+- `spark.sql.session.timeZone=UTC`: the lake's timestamps (`time_hour`) are UTC and
+  flight dates are calendar dates; a JVM in another zone would shift both.
+- Arrow for pandas <-> Spark conversion: inputs arrive from the lake as pandas frames.
+
+With `master: null` the session takes its master from spark-submit or the Spark
+operator (production); locally it is `local[2]`. The driver binds to loopback in local
+mode and the Python workers use this interpreter, so a venv needs no PYSPARK_PYTHON.
+
+`getOrCreate` semantics: a second call in the same process returns the running session
+(that is how a range of dates, or a test session, pays the JVM start once).
+pyspark is imported inside the function: DAG files may import jobs modules at parse.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from jobs.settings import SparkSettings
+
+log = logging.getLogger("jobs.spark")
+
+FIXED_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def session_conf(settings: "SparkSettings") -> dict[str, str]:
+    """Every property the session is built with (master excluded)."""
+    conf = {
+        "spark.driver.memory": settings.driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.ui.enabled": str(settings.ui_enabled).lower(),
+        **settings.conf,
+    }
+    overridden = sorted(set(conf) & set(FIXED_CONF))
+    if overridden:
+        raise ValueError(f"features.spark.conf may not set {overridden}: the jobs rely on their fixed values")
+    return {**conf, **FIXED_CONF}
+
+
+def spark_session(app_name: str, settings: "SparkSettings | None" = None) -> "SparkSession":
+    """The process's SparkSession, started with the configured properties if none runs yet."""
+    if settings is None:
+        from jobs.settings import get_settings
+
+        settings = get_settings().features.spark
+    local = settings.master is not None and settings.master.startswith("local")
+    # Workers must run the interpreter that has pyspark and the jobs package (the venv's).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(f"flight-delay-{app_name}")
+    if settings.master is not None:
+        builder = builder.master(settings.master)
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("Spark %s session %s (master %s)", spark.version, spark.sparkContext.applicationId,
+             spark.sparkContext.master)
+    return spark
