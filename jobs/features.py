@@ -30,8 +30,9 @@ Features (names, Spark types and roles: `config/features.yaml`, declared once):
   `{key}_mean_arr_delay_{w}d`. Defaults, documented here and in the schema: a group with
   no arrived flight in a window takes the rate and mean of all departures in that window;
   a window with none at all (2013-01-01, or every outcome day missing) takes
-  `features.default_delay_rate` (0.2, about the US share of flights 15+ min late in
-  2012-2013 per BTS: a prior, not fitted here) and `features.default_mean_arr_delay`.
+  `features.default_delay_rate` (0.2: about a fifth of US flights arrived 15+ min late in
+  2012-2013 per BTS on-time statistics; a prior, not fitted on this data) and
+  `features.default_mean_arr_delay` (0).
   `history_days_available` counts the outcome days found in the 28 days before D, so the
   model can tell a default from a measurement.
 - congestion: `origin_hour_departures`, flights scheduled at the origin in the same local
@@ -45,7 +46,8 @@ paths: a day is ~1k flights, 24x3 weather rows and 28 days of outcomes (~25k row
 this way the same code reads a local or an S3 lake without s3a on the classpath and sees
 exactly the files a manifest committed. Spark does the joins and windows; a range of
 dates (`--days`, `compute_features`) is one pass in one session, then one partition per
-date. Reading raw straight from s3a:// is the change to make when volumes grow.
+date, so a backfill pays the JVM start and warm-up once, not per day. Reading raw
+straight from s3a:// is the change to make when volumes grow.
 
 Missing input: no raw schedule of a date is an error naming the partition (exit 2);
 no weather partition (the source has none for 2013-12-31) gives every flight of the day
@@ -65,8 +67,8 @@ lookback truncates the windows, which `history_days_available` and the metadata 
 
 Exit codes and result lines follow jobs/results.py: 0 written; 2 bad usage or a missing
 input (schedule partition, planes table). One line per date on stdout:
-    STEP_RESULT {"ds": ..., "features_uri": ..., "rows": ..., "fingerprint": ...,
-                 "missing_inputs": [...], "outcome_days_read": ..., "seconds": ...}
+    STEP_RESULT {"ds": ..., "features_uri": ..., "rows": ..., "fingerprint": ..., "missing_inputs": [...],
+                 "outcome_days_read": ..., "outcome_days_missing": ..., "seconds": ...}
 pyspark is imported inside functions (DAG files may import this module's constants).
 """
 from __future__ import annotations
@@ -99,7 +101,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from jobs.settings import FeatureSettings, Settings
+    from jobs.settings import Settings
 
 log = logging.getLogger("jobs.features")
 
@@ -529,7 +531,7 @@ def read_inputs(lake: Lake, first: dt.date, last: dt.date, lookback_days: int,
     missing: list[str] = []
     tables: dict[str, list[pa.Table]] = {"schedule": [], "weather": [], "flights": []}
 
-    absent = [raw_key("schedule", d.isoformat()) for d in dates if not lake.partition_exists(raw_key("schedule", d.isoformat()))]
+    absent = [key for key in (raw_key("schedule", d.isoformat()) for d in dates) if not lake.partition_exists(key)]
     if absent:
         raise FeatureInputError(
             "no raw schedule for " + ", ".join(lake.uri(k) for k in absent)
@@ -660,7 +662,8 @@ class FeatureResult:
     fingerprint: str
     missing_inputs: list[str]
     outcome_days_read: int
-    seconds: float
+    outcome_days_missing: int
+    seconds: float  # read + compute + write per date (a range shares one pass), without the session start
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -695,12 +698,17 @@ def compute_features(
 
     started = time.perf_counter()
     earliest = settings.data.first_flight_date
-    inputs = read_inputs(lake, first, last, lookback_days, earliest)
+    inputs = read_inputs(lake, first, last, lookback_days, earliest)  # before Spark: a missing input fails fast
     for key in inputs.missing:
         level = logging.WARNING if key.startswith("raw/weather/") else logging.INFO
         log.log(level, "input %s is missing: %s", lake.uri(key),
                 "no weather for that day's flights" if level == logging.WARNING else "skipped from the history")
-    spark = spark or spark_session("features", settings.features.spark)
+    if spark is None:
+        session_started = time.perf_counter()
+        spark = spark_session("features", settings.features.spark)
+        session_s = time.perf_counter() - session_started
+        log.info("Spark session started in %.1fs", session_s)
+        started += session_s  # `seconds` is the work per date, not the JVM start
     frames = to_spark(spark, inputs)
     features = build_features(frames["schedule"], frames["weather"], frames["outcomes"], frames["planes"], params,
                               schema)
@@ -713,16 +721,18 @@ def compute_features(
         meta = metadata[ds]
         log.info("features %s: %d flights -> %s", ds, partition.rows, partition.uri)
         results.append(FeatureResult(ds, partition.uri, partition.rows, meta["fingerprint"], meta["missing_inputs"],
-                                     meta["outcome_days_read"], round(per_day, 3)))
+                                     meta["outcome_days_read"], meta["outcome_days_missing"], round(per_day, 3)))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.features", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
-    parser.add_argument("--days", type=int, default=1, help="consecutive flight dates from --ds, one session (default 1)")
-    parser.add_argument("--lookback-days", type=int, default=max(HISTORY_WINDOWS),
-                        help=f"days of outcomes before each date to read (default {max(HISTORY_WINDOWS)}, the longest window)")
+    parser.add_argument("--days", type=int, default=1,
+                        help="consecutive flight dates from --ds, built in one Spark pass (default 1)")
+    longest = max(HISTORY_WINDOWS)
+    parser.add_argument("--lookback-days", type=int, default=longest,
+                        help=f"days of outcomes before each date to read (default {longest}, the longest window)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.days < 1:

@@ -68,9 +68,9 @@ def assert_same_features(spark_frame: pd.DataFrame, reference: pd.DataFrame, rto
             got, want = got.astype("float64").to_numpy(), want.astype("float64").to_numpy()
             same = np.isclose(got, want, rtol=rtol, atol=1e-9) | (np.isnan(got) & np.isnan(want))
         else:
-            got, want = got.astype(object).where(got.notna(), None), want.astype(object).where(want.notna(), None)
-            if column.type in ("int", "bigint"):
-                got, want = got.map(lambda v: v if v is None else int(v)), want.map(lambda v: v if v is None else int(v))
+            as_int = column.type in ("int", "bigint")
+            got, want = (series.astype(object).where(series.notna(), None).map(
+                lambda v: v if v is None or not as_int else int(v)) for series in (got, want))
             same = (got == want) | (got.isna() & want.isna())
         if not np.all(same):
             index = int(np.flatnonzero(~np.asarray(same))[0])
