@@ -1,6 +1,7 @@
 """Unit-test fixtures: one local SparkSession for the whole test session."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -23,6 +24,8 @@ def spark():
                                                         ui_enabled=False))
     yield session
     session.stop()
+    # py4j logs its shutdown after pytest has closed the captured streams: keep it quiet.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def raw_frame(feed: str, first, last=None):
