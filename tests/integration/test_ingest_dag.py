@@ -20,6 +20,7 @@ from jobs.ingest import ingest_feed
 from jobs.lake import Lake, landing_key, quarantine_key, raw_key
 from jobs.publish import publish
 from jobs.settings import load_settings
+from tests.integration.stack import postgres_database, postgres_skip_reason
 
 pytestmark = pytest.mark.integration
 
@@ -71,27 +72,6 @@ class AirflowRunner:
         return result["state"], result["tasks"], output
 
 
-def _postgres_conn(request) -> str:
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
-    admin.autocommit = True
-    name = f"airflow_it_{os.getpid()}"
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-    request.addfinalizer(drop)
-    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-
-
 @pytest.fixture(scope="module")
 def sqlite_airflow(tmp_path_factory) -> AirflowRunner:
     home = tmp_path_factory.mktemp("airflow_sqlite")
@@ -99,9 +79,12 @@ def sqlite_airflow(tmp_path_factory) -> AirflowRunner:
 
 
 @pytest.fixture(scope="module")
-def postgres_airflow(tmp_path_factory, request) -> AirflowRunner:
-    home = tmp_path_factory.mktemp("airflow_pg")
-    return AirflowRunner(home, _postgres_conn(request))
+def postgres_airflow(tmp_path_factory):
+    reason = postgres_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres_database(prefix="airflow_ingest") as url:
+        yield AirflowRunner(tmp_path_factory.mktemp("airflow_pg"), url)
 
 
 def _good_day(runner: AirflowRunner) -> None:
