@@ -3,6 +3,7 @@
     python -m jobs.features --ds 2013-02-10                    # features/flights/date=2013-02-10
     python -m jobs.features --ds 2013-01-01 --days 31          # a range, one Spark session
     python -m jobs.features --ds 2013-02-10 --lookback-days 7  # read less history (see below)
+    python -m jobs.features --ds 2013-02-10 --force            # rebuild even if nothing changed
 
 What a flight scheduled on D is allowed to see (DESIGN.md, "The data"): D's schedule,
 D's weather feed (a stand-in for a forecast) and the outcomes of the days before D. The
@@ -62,12 +63,19 @@ write_id, the planes file's sha256), what was missing, the schema version, the c
 version (sha256 of this file; the git commit when there is one), the parameters and a
 `fingerprint` over all of these: same fingerprint, same features.
 
+Skip what has not changed: before any data is read, the fingerprint each date would get
+is worked out from the input manifests alone (milliseconds). A date whose partition
+already records it is left in place and reported `"status": "unchanged"`; if every date
+is unchanged no Spark session starts at all. `--force` rebuilds regardless. A
+redelivered raw partition (new write_id), a change of this module, of the schema or of a
+feature setting all change the fingerprint.
+
 `--lookback-days N` (default 28, the longest window) reads N days of outcomes; a shorter
 lookback truncates the windows, which `history_days_available` and the metadata show.
 
 Exit codes and result lines follow jobs/results.py: 0 written; 2 bad usage or a missing
 input (schedule partition, planes table). One line per date on stdout:
-    STEP_RESULT {"ds": ..., "features_uri": ..., "rows": ..., "fingerprint": ..., "missing_inputs": [...],
+    STEP_RESULT {"ds": ..., "status": "written"|"unchanged", "features_uri": ..., "rows": ..., "fingerprint": ..., "missing_inputs": [...],
                  "outcome_days_read": ..., "outcome_days_missing": ..., "seconds": ...}
 pyspark is imported inside functions (DAG files may import this module's constants).
 """
@@ -568,6 +576,52 @@ def read_inputs(lake: Lake, first: dt.date, last: dt.date, lookback_days: int,
     )
 
 
+@dataclass
+class InputLineage:
+    """What the features of a range would read, from the manifests alone (no data read)."""
+
+    write_ids: dict[str, str]
+    planes_sha256: str
+    missing: list[str]
+
+
+def read_lineage(lake: Lake, first: dt.date, last: dt.date, lookback_days: int,
+                 earliest: dt.date | None = None) -> InputLineage:
+    """The committed write of every input partition of first..last: enough to fingerprint, in milliseconds.
+
+    Raises FeatureInputError, like `read_inputs`, when a schedule partition or the planes table is missing.
+    """
+    dates = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    history = sorted({d for day in dates for d in outcome_days(day, lookback_days, earliest)})
+    write_ids: dict[str, str] = {}
+    missing: list[str] = []
+    absent: list[str] = []
+    for feed, days in (("schedule", dates), ("weather", dates), ("flights", history)):
+        for day in days:
+            key = raw_key(feed, day.isoformat())
+            try:
+                write_ids[key] = lake.read_manifest(key)["write_id"]
+            except PartitionNotFound:
+                (absent if feed == "schedule" else missing).append(key)
+    if absent:
+        raise FeatureInputError(
+            "no raw schedule for " + ", ".join(lake.uri(k) for k in absent)
+            + " (ingest it first: python -m jobs.ingest --ds DATE --feed schedule)"
+        )
+    planes_key = reference_key("planes")
+    if not lake.exists(planes_key):
+        raise FeatureInputError(f"reference table missing: {lake.uri(planes_key)} (run jobs.publish first)")
+    return InputLineage(write_ids, hashlib.sha256(lake.read_bytes(planes_key)).hexdigest(), missing)
+
+
+def current_fingerprint(lake: Lake, ds: str) -> str | None:
+    """The fingerprint recorded by the features partition of `ds`, or None when there is none."""
+    try:
+        return lake.read_manifest(features_key(ds)).get("metadata", {}).get("fingerprint")
+    except PartitionNotFound:
+        return None
+
+
 def to_spark(spark: "SparkSession", inputs: FeatureInputs) -> dict[str, "DataFrame"]:
     """The inputs as Spark DataFrames with the raw zone's types."""
     return {
@@ -591,7 +645,7 @@ def code_version() -> dict[str, str | None]:
     return {"code_version": f"sha256:{digest}", "git_commit": commit}
 
 
-def partition_metadata(ds: str, inputs: FeatureInputs, lookback_days: int, params: FeatureParams,
+def partition_metadata(ds: str, inputs: "FeatureInputs | InputLineage", lookback_days: int, params: FeatureParams,
                        schema: FeatureSchema, earliest: dt.date | None = None) -> dict[str, Any]:
     """Lineage of one date's partition, with the fingerprint of everything its features depend on."""
     day = dt.date.fromisoformat(ds)
@@ -657,6 +711,7 @@ def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
 @dataclass
 class FeatureResult:
     ds: str
+    status: Literal["written", "unchanged"]  # unchanged: same fingerprint as the partition in place, not rewritten
     features_uri: str
     rows: int
     fingerprint: str
@@ -677,13 +732,16 @@ def compute_features(
     settings: "Settings | None" = None,
     spark: "SparkSession | None" = None,
     lookback_days: int | None = None,
+    force: bool = False,
 ) -> list[FeatureResult]:
     """Build and write the features of flight dates first .. first+days-1 in one Spark pass.
 
-    Raises FeatureInputError when a schedule partition or the planes table is missing.
+    A date whose partition already records the fingerprint its inputs would give now is
+    left as it is (status "unchanged") unless `force`; when every date is unchanged no
+    Spark session is started. Raises FeatureInputError when a schedule partition or the
+    planes table is missing.
     """
     from jobs.settings import get_settings
-    from jobs.spark import spark_session
 
     if days < 1:
         raise ValueError("days must be at least 1")
@@ -693,19 +751,46 @@ def compute_features(
         raise ValueError("lookback_days must be >= 0")
     schema = load_feature_schema(settings.features.schema_path)
     params = FeatureParams.from_settings(settings)
-    last = first + dt.timedelta(days=days - 1)
+    earliest = settings.data.first_flight_date
     dates = [first + dt.timedelta(days=i) for i in range(days)]
+
+    # Fingerprints from the manifests alone: a missing input fails here, before Spark.
+    lineage = read_lineage(lake, dates[0], dates[-1], lookback_days, earliest)
+    planned = {d: partition_metadata(d.isoformat(), lineage, lookback_days, params, schema, earliest)["fingerprint"]
+               for d in dates}
+    results: dict[dt.date, FeatureResult] = {}
+    if not force:
+        for day in dates:
+            ds = day.isoformat()
+            if current_fingerprint(lake, ds) == planned[day]:
+                partition = lake.partition(features_key(ds))
+                meta = partition.metadata
+                log.info("features %s unchanged (fingerprint %s): kept %s", ds, planned[day][:12], partition.uri)
+                results[day] = FeatureResult(ds, "unchanged", partition.uri, partition.rows, planned[day],
+                                             meta.get("missing_inputs", []), meta.get("outcome_days_read", 0),
+                                             meta.get("outcome_days_missing", 0), 0.0)
+    todo = [d for d in dates if d not in results]
+    if todo:
+        for result in _build(lake, todo, settings, spark, lookback_days, params, schema):
+            results[dt.date.fromisoformat(result.ds)] = result
+    return [results[d] for d in dates]
+
+
+def _build(lake: Lake, todo: list[dt.date], settings: "Settings", spark: "SparkSession | None", lookback_days: int,
+           params: FeatureParams, schema: FeatureSchema) -> list[FeatureResult]:
+    """Read the inputs of the span of `todo` once, compute it in one Spark pass, write the dates of `todo`."""
+    from jobs.spark import spark_session
 
     started = time.perf_counter()
     earliest = settings.data.first_flight_date
-    inputs = read_inputs(lake, first, last, lookback_days, earliest)  # before Spark: a missing input fails fast
+    inputs = read_inputs(lake, todo[0], todo[-1], lookback_days, earliest)
     for key in inputs.missing:
         level = logging.WARNING if key.startswith("raw/weather/") else logging.INFO
         log.log(level, "input %s is missing: %s", lake.uri(key),
                 "no weather for that day's flights" if level == logging.WARNING else "skipped from the history")
     if spark is None:
         session_started = time.perf_counter()
-        spark = spark_session("features", settings.features.spark)
+        spark = spark_session("features", settings.spark)
         session_s = time.perf_counter() - session_started
         log.info("Spark session started in %.1fs", session_s)
         started += session_s  # `seconds` is the work per date, not the JVM start
@@ -713,19 +798,20 @@ def compute_features(
     features = build_features(frames["schedule"], frames["weather"], frames["outcomes"], frames["planes"], params,
                               schema)
     metadata = {d.isoformat(): partition_metadata(d.isoformat(), inputs, lookback_days, params, schema, earliest)
-                for d in dates}
-    written = write_features(lake, features, dates, metadata, schema)
-    per_day = (time.perf_counter() - started) / days
+                for d in todo}
+    written = write_features(lake, features, todo, metadata, schema)
+    per_day = (time.perf_counter() - started) / len(todo)
     results = []
     for ds, partition in written.items():
         meta = metadata[ds]
         log.info("features %s: %d flights -> %s", ds, partition.rows, partition.uri)
-        results.append(FeatureResult(ds, partition.uri, partition.rows, meta["fingerprint"], meta["missing_inputs"],
-                                     meta["outcome_days_read"], meta["outcome_days_missing"], round(per_day, 3)))
+        results.append(FeatureResult(ds, "written", partition.uri, partition.rows, meta["fingerprint"],
+                                     meta["missing_inputs"], meta["outcome_days_read"], meta["outcome_days_missing"],
+                                     round(per_day, 3)))
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.features", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=1,
@@ -733,6 +819,33 @@ def main(argv: list[str] | None = None) -> int:
     longest = max(HISTORY_WINDOWS)
     parser.add_argument("--lookback-days", type=int, default=longest,
                         help=f"days of outcomes before each date to read (default {longest}, the longest window)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild dates whose partition already records the same input fingerprint")
+    return parser
+
+
+def lake_results(argv: Sequence[str], since: dt.datetime) -> list[dict[str, Any]]:
+    """The results a run with these CLI arguments left in the lake (for runners that cannot read its stdout).
+
+    A partition written at or after `since` counts as "written" by that run, an older one as "unchanged".
+    """
+    args = build_parser().parse_args(list(argv))
+    lake = Lake.from_settings()
+    results = []
+    for offset in range(args.days):
+        ds = (args.ds + dt.timedelta(days=offset)).isoformat()
+        manifest = lake.read_manifest(features_key(ds))
+        meta = manifest.get("metadata", {})
+        written = dt.datetime.fromisoformat(manifest["written_at"]) >= since
+        results.append(FeatureResult(ds, "written" if written else "unchanged", lake.uri(features_key(ds)),
+                                     manifest["rows"], meta.get("fingerprint", ""), meta.get("missing_inputs", []),
+                                     meta.get("outcome_days_read", 0), meta.get("outcome_days_missing", 0),
+                                     0.0).to_json())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.days < 1:
@@ -745,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     lake = Lake.from_settings(settings)
     try:
-        results = compute_features(lake, args.ds, args.days, settings=settings, lookback_days=args.lookback_days)
+        results = compute_features(lake, args.ds, args.days, settings=settings, lookback_days=args.lookback_days,
+                                   force=args.force)
     except FeatureInputError as exc:
         print(f"jobs.features: {exc}", file=sys.stderr)
         return EXIT_USAGE

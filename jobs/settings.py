@@ -108,6 +108,70 @@ class SecretEnv(_Strict):
     key: str = Field(min_length=1)
 
 
+# A Kubernetes CPU quantity ("2", "1.5", "500m") and a JVM size in Spark's notation ("2g").
+_CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$"
+_JVM_SIZE = r"^[0-9]+[kmgt]$"
+
+
+def _cpus(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+class SparkPodSettings(_Strict):
+    """Size of the driver or an executor of a SparkApplication."""
+
+    # Spark cores: the pod's CPU request and the tasks it runs at once.
+    cores: int = Field(ge=1)
+    # The pod's CPU limit; null: none.
+    core_limit: str | None = Field(default=None, pattern=_CPU_QUANTITY)
+    # JVM heap; the pod asks for it plus Spark's memory overhead (Python workers live outside the heap).
+    memory: str = Field(pattern=_JVM_SIZE)
+
+    @model_validator(mode="after")
+    def _limit_covers_cores(self) -> "SparkPodSettings":
+        if self.core_limit is not None and _cpus(self.core_limit) < self.cores:
+            raise ValueError(f"core_limit {self.core_limit!r} is below cores ({self.cores})")
+        return self
+
+
+class SparkExecutorSettings(SparkPodSettings):
+    instances: int = Field(ge=1)
+
+
+class SparkApplicationSettings(_Strict):
+    """How a Spark step runs with the kubernetes runner: a SparkApplication for the Spark operator.
+
+    The template (config/spark/spark_application.yaml) holds the application's shape; the
+    values here fill it (dags/common/spark_operator.py).
+    """
+
+    # Relative to config/.
+    template_file: str = Field(min_length=1)
+    # Key of `runner.images` the driver and executors run.
+    image: str = Field(min_length=1)
+    # The Spark of that image (pyspark in constraints.txt).
+    spark_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    driver: SparkPodSettings
+    executor: SparkExecutorSettings
+    # How long the Spark operator keeps a finished application (driver pod and its logs).
+    time_to_live_s: int = Field(gt=0)
+    # Extra spark.* properties given to spark-submit.
+    conf: dict[str, str] = {}
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
+        bad = sorted(key for key in conf if not key.startswith("spark."))
+        if bad:
+            raise ValueError(f"not Spark properties (must start with 'spark.'): {bad}")
+        return conf
+
+    @property
+    def template_path(self) -> Path:
+        path = Path(self.template_file)
+        return path if path.is_absolute() else CONFIG_DIR / path
+
+
 class RunnerSettings(_Strict):
     kind: Literal["subprocess", "kubernetes"]
     namespace: str
@@ -117,6 +181,7 @@ class RunnerSettings(_Strict):
     startup_timeout_s: int = Field(gt=0)
     resources: dict[str, ResourceSpec]
     secret_env: tuple[SecretEnv, ...] = ()
+    spark_application: SparkApplicationSettings
 
     @field_validator("images")
     @classmethod
@@ -127,12 +192,23 @@ class RunnerSettings(_Strict):
                 raise ValueError(f"{name}: image {image!r} must be pinned to a version tag or digest")
         return images
 
+    @model_validator(mode="after")
+    def _spark_image_known(self) -> "RunnerSettings":
+        if self.spark_application.image not in self.images:
+            raise ValueError(f"spark_application.image {self.spark_application.image!r} is not a key of images "
+                             f"({', '.join(sorted(self.images))})")
+        return self
+
 
 class SparkSettings(_Strict):
-    """How a step starts its SparkSession (jobs/spark.py)."""
+    """How a step starts its SparkSession (jobs/spark.py); shared by every Spark step."""
 
     # null: leave the master to spark-submit / the Spark operator (production).
     master: str | None = "local[2]"
+    # sc://host:port of a Spark Connect server: steps become thin clients of a long-lived
+    # Spark (the local stack runs one), so a run pays ~0.5 s instead of a JVM start.
+    # null: an in-process session with `master`.
+    remote: str | None = Field(default=None, pattern=r"^sc://[^/\s]+$")
     driver_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgt]$")
     shuffle_partitions: int = Field(default=4, gt=0)
     ui_enabled: bool = False
@@ -159,7 +235,6 @@ class FeatureSettings(_Strict):
     # to all departures of that window; with no history at all (2013-01-01) to these.
     default_delay_rate: float = Field(ge=0.0, le=1.0)
     default_mean_arr_delay: float
-    spark: SparkSettings
 
     @property
     def schema_path(self) -> Path:
@@ -176,6 +251,7 @@ class Settings(_Strict):
     airflow: AirflowSettings
     mlflow: MlflowSettings
     runner: RunnerSettings
+    spark: SparkSettings
     features: FeatureSettings
 
     @property

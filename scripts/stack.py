@@ -58,13 +58,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_MARK = "PIPELINE_STACK_HOME"
 ADMIN_USER = "admin"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-COMPONENTS = ("mlflow", *AIRFLOW_COMPONENTS)
+SPARK_CONNECT = "spark-connect"
 # How each component is asked to stop: Airflow's components shut down cleanly on SIGINT, as
 # on Ctrl-C. MLflow's uvicorn does too, but re-raises it as a KeyboardInterrupt traceback in
-# the log; SIGTERM is its documented graceful stop.
-STOP_SIGNALS = {"mlflow": signal.SIGTERM}
+# the log; SIGTERM is its documented graceful stop, and the JVM's (shutdown hooks run).
+STOP_SIGNALS = {"mlflow": signal.SIGTERM, SPARK_CONNECT: signal.SIGTERM}
 # Stop order: what runs tasks first, then what tasks talk to (see Stack.stop).
-STOP_WAVES = (("scheduler", "triggerer", "dag-processor"), ("api-server", "mlflow"))
+STOP_WAVES = (("scheduler", "triggerer", "dag-processor"), ("api-server", "mlflow", SPARK_CONNECT))
 # The parts of GET /api/v2/monitor/health that must report "healthy".
 AIRFLOW_HEALTH_PARTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 # Variables of the caller that must not leak into the stack: another Airflow's settings, or
@@ -105,6 +105,10 @@ class StackConfig:
     # None: SQLite files in the homes.
     airflow_db_url: str | None = None
     mlflow_backend_uri: str | None = None
+    # A Spark Connect server the Spark steps use as clients (spark.remote), so a run pays
+    # ~0.5 s for its session instead of a JVM start; None: each step starts its own Spark.
+    spark_connect_port: int | None = None
+    spark_connect_memory: str = "2g"
     # LocalExecutor slots: 2 cores, and a task is itself a Spark or torch subprocess.
     parallelism: int = 4
     pipeline_env: str = "local"
@@ -125,9 +129,20 @@ class StackConfig:
             lake_root=settings.lake_root,
             airflow_port=int(environ.get("AIRFLOW_PORT", 8080)),
             mlflow_port=int(environ.get("MLFLOW_PORT", default_mlflow_port)),
+            spark_connect_port=int(environ.get("SPARK_CONNECT_PORT", 15002)),
         )
 
     # -- derived locations -----------------------------------------------------------------
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The processes of this stack, in start order."""
+        spark = (SPARK_CONNECT,) if self.spark_connect_port else ()
+        return ("mlflow", *spark, *AIRFLOW_COMPONENTS)
+
+    @property
+    def spark_remote(self) -> str | None:
+        return f"sc://{self.host}:{self.spark_connect_port}" if self.spark_connect_port else None
 
     @property
     def airflow_url(self) -> str:
@@ -171,11 +186,14 @@ class StackConfig:
 
     def pipeline_env_vars(self) -> dict[str, str]:
         """What a pipeline step (`python -m jobs.<step>`) needs to use this stack."""
-        return {
+        env = {
             "PIPELINE_ENV": self.pipeline_env,
             "LAKE_ROOT": self.lake_root,
             "MLFLOW_TRACKING_URI": self.mlflow_url,
         }
+        if self.spark_remote:
+            env["PIPELINE__SPARK__REMOTE"] = self.spark_remote
+        return env
 
     def base_env(self) -> dict[str, str]:
         """The caller's environment without another Airflow's settings, plus the pipeline's."""
@@ -237,11 +255,26 @@ class StackConfig:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         return env
 
+    def spark_connect_env(self) -> dict[str, str]:
+        env = self.base_env()
+        env.pop("PIPELINE__SPARK__REMOTE", None)  # the server is not a client of itself
+        env.update({
+            "PYSPARK_PYTHON": sys.executable,
+            "SPARK_LOCAL_IP": self.host,
+            "SPARK_NO_DAEMONIZE": "1",  # stay in the foreground: the stack owns the process
+            "SPARK_LOG_DIR": str(self.log_dir),
+            "SPARK_PID_DIR": str(self.airflow_home),
+        })
+        return env
+
     def commands(self) -> dict[str, list[str]]:
         """The command line of each component."""
         airflow = [sys.executable, "-m", "airflow"]
         port = ["--host", self.host, "--port", str(self.airflow_port), "--workers", "1"]
+        spark = {SPARK_CONNECT: spark_connect_command(self.host, self.spark_connect_port, self.spark_connect_memory)} \
+            if self.spark_connect_port else {}
         return {
+            **spark,
             "mlflow": [
                 sys.executable, "-m", "mlflow", "server",
                 "--host", self.host,
@@ -297,6 +330,36 @@ class StackStatus:
     @property
     def pss_mb(self) -> float:
         return sum(c.pss_mb for c in self.components.values())
+
+
+def spark_connect_command(host: str, port: int, driver_memory: str = "2g") -> list[str]:
+    """The Spark Connect server of pyspark's own distribution, in the foreground, on loopback.
+
+    It runs local[2] with the session properties the jobs fix (jobs/spark.py FIXED_CONF), so
+    a client session behaves like an in-process one.
+    """
+    import pyspark
+
+    from jobs.spark import FIXED_CONF
+
+    script = Path(pyspark.__file__).parent / "sbin" / "start-connect-server.sh"
+    conf = {
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+        **FIXED_CONF,
+    }
+    return ["bash", str(script), "--wait", "--master", "local[2]", "--driver-memory", driver_memory,
+            *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}"))]
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def unhealthy_airflow_parts(health: Mapping[str, Any] | None) -> list[str]:
@@ -402,11 +465,11 @@ class Stack:
         with self._lock():
             state = self._read_state()
             tracked = self._tracked(state)
-            if state and tracked and set(tracked) == set(COMPONENTS):
+            if state and tracked and set(tracked) == set(config.components):
                 self._echo(f"stack already running (Airflow {state['airflow_url']}, MLflow {state['mlflow_url']})")
                 return False
             if tracked:
-                dead = sorted(set(COMPONENTS) - set(tracked))
+                dead = sorted(set(config.components) - set(tracked))
                 self._echo(f"stack is partly running (not running: {', '.join(dead)}); restarting it")
             if tracked or self._processes(state):
                 self._stop_locked(grace=30.0)  # what is left of an earlier stack
@@ -419,8 +482,11 @@ class Stack:
                 Path(config.lake_root).mkdir(parents=True, exist_ok=True)
             commands = config.commands()
             try:
-                # MLflow takes a few seconds to come up: let it overlap the migration.
+                # MLflow and Spark take a few seconds to come up: let them overlap the migration.
                 self._spawn("mlflow", commands["mlflow"], config.mlflow_env(), cwd=config.mlflow_home)
+                if SPARK_CONNECT in commands:
+                    self._spawn(SPARK_CONNECT, commands[SPARK_CONNECT], config.spark_connect_env(),
+                                cwd=config.airflow_home)
                 self._write_state()
                 self._migrate()
                 for name in AIRFLOW_COMPONENTS:
@@ -454,7 +520,7 @@ class Stack:
         airflow_url = state.get("airflow_url", self.config.airflow_url)
         mlflow_url = state.get("mlflow_url", self.config.mlflow_url)
         components = {}
-        for name in COMPONENTS:
+        for name in self.config.components:
             proc = tracked.get(name)
             family = [proc, *self._children(proc)] if proc else []
             components[name] = ComponentStatus(
@@ -529,6 +595,8 @@ class Stack:
             "worker log server": config.worker_log_port,
             "trigger log server": config.trigger_log_port,
         }
+        if config.spark_connect_port:
+            ports["Spark Connect server, SPARK_CONNECT_PORT"] = config.spark_connect_port
         if len(set(ports.values())) != len(ports):
             raise StackError(f"ports must differ: {ports}")
         busy = [f"{config.host}:{port} ({what})" for what, port in ports.items() if not port_free(config.host, port)]
@@ -589,6 +657,8 @@ class Stack:
             waiting = []
             if not mlflow_healthy(config.mlflow_url):
                 waiting.append("mlflow")
+            if config.spark_connect_port and not port_open(config.host, config.spark_connect_port):
+                waiting.append(SPARK_CONNECT)
             health = airflow_health(config.airflow_url)
             waiting += ["api-server"] if health is None else unhealthy_airflow_parts(health)
             if health is not None and read_admin_password(config.passwords_file) is None:
@@ -806,6 +876,8 @@ class Stack:
         login = f"login {ADMIN_USER} / {password}" if password else "no admin password yet"
         self._echo(f"Airflow  {airflow_url}  ({login}; {_rel(config.passwords_file)})")
         self._echo(f"MLflow   {mlflow_url}")
+        if config.spark_remote:
+            self._echo(f"Spark    {config.spark_remote} (Spark Connect; the Spark steps' sessions)")
         self._echo(f"lake     {config.lake_root}")
         self._echo(f"logs     {_rel(config.log_dir)}/*.log, {_rel(config.log_file('mlflow'))}")
 

@@ -21,3 +21,7 @@ def _dataset_uri(dataset: str) -> str:
 
 def raw_asset(feed: str) -> Asset:
     return Asset(name=f"raw_{feed}", uri=_dataset_uri(f"raw/{feed}"), group="lake")
+
+
+def features_asset() -> Asset:
+    return Asset(name="features_flights", uri=_dataset_uri("features/flights"), group="lake")

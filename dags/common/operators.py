@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from common.config import REPO_ROOT
 from jobs.results import EXIT_REJECTED, parse_results
@@ -39,18 +39,34 @@ class StepResultsMixin:
     asset_events: AssetEventFn | None
 
     def publish_results(self, context: Any, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One Asset event per partition key. Airflow gives a task one `extra` per asset, shared by
+        all its partition keys: a result's own extra when it is alone, else
+        `{"partitions": {key: extra}, "warnings": [...]}` (a range run of the features step)."""
         if self.asset_events is None:
             return results
+        by_asset: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
         for result in results:
             event = self.asset_events(result)
             if event is None:
                 continue
             asset, partition_key, extra = event
-            accessor = context["outlet_events"][asset]
-            accessor.add_partitions(partition_key)
-            accessor.extra = extra
+            by_asset.setdefault(asset, []).append((partition_key, extra))
             for warning in extra.get("warnings") or ():
                 self.log.warning("%s %s: %s", asset.name, partition_key, warning)  # type: ignore[attr-defined]
+        if not by_asset:
+            # A successful task emits an event for each outlet; nothing new must not wake consumers.
+            raise AirflowSkipException(
+                f"nothing new to publish ({len(results)} result(s), none changed): no Asset event")
+        for asset, events in by_asset.items():
+            accessor = context["outlet_events"][asset]
+            accessor.add_partitions([key for key, _ in events])
+            if len(events) == 1:
+                accessor.extra = events[0][1]
+            else:
+                accessor.extra = {
+                    "partitions": {key: {k: v for k, v in extra.items() if k != "warnings"} for key, extra in events},
+                    "warnings": [w for _, extra in events for w in extra.get("warnings") or ()],
+                }
         return results
 
 

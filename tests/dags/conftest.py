@@ -40,6 +40,7 @@ DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
 ENVS = ("local", "production")
 # Settings that come from the environment: cleared so a developer's shell cannot change the results.
 SETTINGS_ENV_VARS = ("PIPELINE_ENV", "LAKE_ROOT", "MLFLOW_TRACKING_URI")
+SETTINGS_OVERRIDE_PREFIX = "PIPELINE__"  # PIPELINE__SECTION__KEY overrides (jobs/settings.py)
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-dag-tests-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
@@ -88,6 +89,8 @@ def airflow_environment() -> Iterator[None]:
             patch.setenv(key, value)
         for key in SETTINGS_ENV_VARS:
             patch.delenv(key, raising=False)
+        for key in [k for k in os.environ if k.startswith(SETTINGS_OVERRIDE_PREFIX)]:
+            patch.delenv(key)
         yield
 
 
@@ -123,7 +126,8 @@ def _probe_env(env: str, home: Path) -> dict[str, str]:
     # No PYTHONPATH: as in a dag-processor, only the dags folder is on sys.path,
     # and the DAG files must find jobs/ themselves (dags/common/config.py does).
     environ = {
-        key: value for key, value in os.environ.items() if key not in (*SETTINGS_ENV_VARS, "PYTHONPATH")
+        key: value for key, value in os.environ.items()
+        if key not in (*SETTINGS_ENV_VARS, "PYTHONPATH") and not key.startswith(SETTINGS_OVERRIDE_PREFIX)
     }
     environ.update(_AIRFLOW_ENV)
     environ.update({"AIRFLOW_HOME": str(home), "PIPELINE_ENV": env})

@@ -14,7 +14,7 @@ import yaml
 
 from jobs import features_reference
 from jobs.features import (
-    PLANES_SCHEMA_DDL, FeatureColumn, FeatureParams, FeatureSchemaError, build_features, compute_features,
+    PLANES_SCHEMA_DDL, FeatureColumn, FeatureParams, FeatureSchemaError, build_features, compute_features, lake_results,
     features_key, history_features, load_feature_schema, main, plane_features, raw_spark_schema, schedule_features,
     us_federal_holidays, weather_features, write_features,
 )
@@ -302,11 +302,43 @@ def test_cli_writes_the_day_with_its_lineage_and_a_rerun_is_identical(spark, raw
     assert [(f.name, f.dataType) for f in on_disk.schema.fields] == [
         (f.name, f.dataType) for f in load_feature_schema().spark_schema().fields]
 
+    # Same inputs, code and settings: a no-op that keeps the partition; --force rebuilds it, identically.
+    write_id = raw_lake.read_manifest(features_key(ds))["write_id"]
     assert main(["--ds", ds]) == EXIT_OK
     [again] = parse_results(capsys.readouterr().out)
-    assert again["fingerprint"] == result["fingerprint"]
+    assert (again["status"], again["fingerprint"], again["rows"]) == ("unchanged", result["fingerprint"], result["rows"])
+    assert raw_lake.read_manifest(features_key(ds))["write_id"] == write_id
+    assert main(["--ds", ds, "--force"]) == EXIT_OK
+    [forced] = parse_results(capsys.readouterr().out)
+    assert (forced["status"], forced["fingerprint"]) == ("written", result["fingerprint"])
+    assert raw_lake.read_manifest(features_key(ds))["write_id"] != write_id
     assert len(raw_lake.partition(features_key(ds)).files) == 1
     pd.testing.assert_frame_equal(raw_lake.read_partition(features_key(ds)), features)
+
+
+def test_a_redelivered_input_rebuilds_only_the_dates_that_read_it(spark, raw_lake, raw_frames):
+    settings = load_settings("local")
+    first = compute_features(raw_lake, DAYS[1], 2, settings=settings, spark=spark)
+    assert [r.status for r in first] == ["written", "written"]
+    since = dt.datetime.now(dt.timezone.utc)
+    # Outcomes of Jan 2 are redelivered: only Jan 3 read them (Jan 2 never sees its own outcomes).
+    raw_lake.write_partition(raw_key("flights", DAYS[1].isoformat()), raw_frames("flights", DAYS[1]), {})
+    second = compute_features(raw_lake, DAYS[1], 2, settings=settings, spark=spark)
+    assert [r.status for r in second] == ["unchanged", "written"]
+    assert second[0].fingerprint == first[0].fingerprint and second[1].fingerprint != first[1].fingerprint
+    # What a runner that cannot read stdout (a SparkApplication) reports, from the lake.
+    args = ["--ds", DAYS[1].isoformat(), "--days", "2"]
+    from_lake = lake_results_with(raw_lake, args, since)
+    assert [(r["ds"], r["status"], r["fingerprint"]) for r in from_lake] == [
+        (r.ds, r.status, r.fingerprint) for r in second]
+
+
+def lake_results_with(lake: Lake, args: list[str], since: dt.datetime) -> list[dict]:
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"LAKE_ROOT": lake.root}):
+        return lake_results(args, since)
 
 
 def test_missing_weather_partition_and_outcome_day_are_recorded_not_fatal(spark, raw_lake):
