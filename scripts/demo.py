@@ -4,9 +4,12 @@
    with the replay clock set to the demo window: `PIPELINE__AIRFLOW__END_DATE` bounds
    the DAGs' schedules, so catchup walks exactly the delivered days;
 2. trigger `replay_publisher` to deliver January 2013 into landing (upstream plays its part);
-3. unpause `flights_ingest`: the scheduler's catchup creates one run per day, and each
-   waits for its feeds, validates them with Great Expectations and publishes raw
-   partitions or quarantines;
+3. unpause `flights_features`, then `flights_ingest`: the scheduler's catchup creates one
+   ingest run per day, and each waits for its feeds, validates them with Great
+   Expectations and publishes raw partitions or quarantines; each date whose schedule
+   and forecast are published gets its own `flights_features` run (partitioned on the
+   raw Assets), which builds its features with Spark as a client of the stack's Spark
+   Connect server;
 4. print what succeeded, what the lake holds, and where to look, leaving the UIs up.
 
 Rerunning is quick and safe: the stack is reused, delivered files are not rewritten,
@@ -28,6 +31,7 @@ from scripts.airflow_api import AirflowAPIError, AirflowClient
 from scripts.stack import Stack, StackConfig, StackError
 
 INGEST_DAG = "flights_ingest"
+FEATURES_DAG = "flights_features"
 REPLAY_END_VAR = "PIPELINE__AIRFLOW__END_DATE"
 PUBLISH_DAG = "replay_publisher"
 
@@ -86,21 +90,29 @@ def ingest_runs(client: AirflowClient, first: dt.date, last: dt.date) -> list[di
     return client.request("GET", f"/api/v2/dags/{INGEST_DAG}/dagRuns", params=params)["dag_runs"]
 
 
-def wait_for_ingest(client: AirflowClient, first: dt.date, last: dt.date, timeout: float) -> list[dict[str, Any]]:
-    expected = (last - first).days + 1
-    started, last_line = time.monotonic(), ""
+def features_runs(client: AirflowClient, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """The asset-triggered runs of flights_features for the window's dates (one per partition key)."""
+    runs = client.request("GET", f"/api/v2/dags/{FEATURES_DAG}/dagRuns", params={"limit": 400})["dag_runs"]
+    window = {(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
+    return [run for run in runs if (run.get("partition_key") or "")[:10] in window]
+
+
+def wait_for_runs(client: AirflowClient, dag_id: str, runs_of: Any, expected: int, timeout: float,
+                  started: float) -> list[dict[str, Any]]:
+    """Poll until `expected` runs (from `runs_of(client)`) have finished; say how far along they are."""
+    last_line = ""
     while True:
-        runs = ingest_runs(client, first, last)
+        runs = runs_of(client)
         states = Counter(run["state"] for run in runs)
         finished = states["success"] + states["failed"]
-        line = f"{INGEST_DAG}: {finished}/{expected} runs finished ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
+        line = f"{dag_id}: {finished}/{expected} runs finished ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
         if line != last_line:
             _say(f"[{time.monotonic() - started:5.0f}s] {line}")
             last_line = line
         if len(runs) >= expected and finished == len(runs):
             return runs
         if time.monotonic() - started > timeout:
-            raise AirflowAPIError(f"{INGEST_DAG} runs not finished after {timeout:.0f} s: {line}")
+            raise AirflowAPIError(f"{dag_id} runs not finished after {timeout:.0f} s: {line}")
         time.sleep(10)
 
 
@@ -125,6 +137,13 @@ def lake_summary(lake_root: str, first: dt.date, last: dt.date) -> list[str]:
             f"  raw/{feed:<9} {partitions:>3} partitions, {rows:>7,} rows"
             f"; quarantine: {len(quarantine)} date(s), {quarantined_rows} row(s) set aside from published days"
         )
+    from jobs.features import features_key
+
+    keys = [features_key((first + dt.timedelta(days=i)).isoformat()) for i in range((last - first).days + 1)]
+    manifests = [lake.read_manifest(key) for key in keys if lake.partition_exists(key)]
+    columns = len(manifests[0]["columns"]) if manifests else 0
+    lines.append(f"  features/flights {len(manifests):>2} partitions, {sum(m['rows'] for m in manifests):>7,} rows, "
+                 f"{columns} columns")
     return lines
 
 
@@ -143,29 +162,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     config = stack.config
     client = stack.client()
-    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG], timeout=300)
+    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG, FEATURES_DAG], timeout=300)
 
     started = time.monotonic()
     publish_run = deliver(client, first, args.days)
     if publish_run["state"] != "success":
         print(f"[demo] {PUBLISH_DAG} failed: see its log in the UI", file=sys.stderr)
         return 1
+    client.unpause(FEATURES_DAG)  # first: it must be listening when the raw Assets get their events
     client.unpause(INGEST_DAG)
-    _say(f"{INGEST_DAG}: unpaused; the scheduler catches up from {first} to {last}")
-    runs = wait_for_ingest(client, first, last, args.timeout)
+    _say(f"{INGEST_DAG}: unpaused; the scheduler catches up from {first} to {last}, "
+         f"and {FEATURES_DAG} runs for each date once its schedule and forecast are published")
+    days = (last - first).days + 1
+    runs = wait_for_runs(client, INGEST_DAG, lambda c: ingest_runs(c, first, last), days, args.timeout, started)
+    feature_runs = wait_for_runs(client, FEATURES_DAG, lambda c: features_runs(c, first, last), days,
+                                 args.timeout, started)
     elapsed = time.monotonic() - started
 
     states = Counter(run["state"] for run in runs)
     failed = [run["logical_date"][:10] for run in runs if run["state"] != "success"]
+    failed_features = sorted(run["partition_key"][:10] for run in feature_runs if run["state"] != "success")
     user, password = stack.admin_credentials()
     print()
     print(f"Ingested {first}..{last} through Airflow in {elapsed / 60:.1f} min: "
           f"{states['success']} run(s) succeeded, {len(failed)} failed{(': ' + ', '.join(failed)) if failed else ''}")
+    print(f"Features: {len(feature_runs) - len(failed_features)} {FEATURES_DAG} run(s) succeeded, "
+          f"{len(failed_features)} failed{(': ' + ', '.join(failed_features)) if failed_features else ''}")
     print("\n".join(lake_summary(config.lake_root, first, last)))
     print()
     print(f"Airflow UI + REST API  {config.airflow_url}   login {user} / {password}")
     print(f"MLflow                 {config.mlflow_url}")
     print(f"Lake                   {config.lake_root}")
+    print(f"Spark Connect          {config.spark_remote} (the Spark steps' sessions)")
     print(f"Validation reports     {config.airflow_url}/pipeline/reports/validation/ (Browse > Pipeline reports)")
     print()
     print("Try a bad delivery: trigger replay_publisher with")
@@ -173,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"then clear flights_ingest > {last} > schedule.validate_and_publish: it fails red naming the")
     print("duplicated flights, quarantines the file and keeps the good raw partition. Trigger again with")
     print('"redeliver": true (and no corruption), clear the task: it publishes. `make stop` stops everything.')
-    return 0 if not failed else 1
+    return 0 if not failed and not failed_features else 1
 
 
 if __name__ == "__main__":

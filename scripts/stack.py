@@ -1,4 +1,4 @@
-"""The local stack behind `make demo`: Airflow 3 and an MLflow server, in the background.
+"""The local stack behind `make demo`: Airflow 3, an MLflow server and a Spark Connect server, in the background.
 
     python -m scripts.stack start [--timeout S]   # idempotent: says so when already running
     python -m scripts.stack status                # what runs, where, healthy or not
@@ -7,7 +7,14 @@
 Defaults (DESIGN.md): Airflow home `.airflow/` (SQLite metadata, LocalExecutor), UI and REST
 API on 127.0.0.1:8080 (`AIRFLOW_PORT`), MLflow on 127.0.0.1:5000 (`MLFLOW_PORT`) with its
 registry in `.mlflow/mlflow.db` and artifacts served from `.mlflow/artifacts`, lake in
-`data/lake` (`LAKE_ROOT`). Logs: `.airflow/logs/<component>.log`, `.mlflow/server.log`.
+`data/lake` (`LAKE_ROOT`), Spark Connect on 127.0.0.1:15002 (`SPARK_CONNECT_PORT`). Logs:
+`.airflow/logs/<component>.log`, `.mlflow/server.log`.
+
+Why a Spark Connect server: every Spark step is a fresh process (a task's subprocess), and a
+local SparkSession costs a JVM start and warm-up of 6-10 s per process, which a backfill
+of daily runs would pay once per day and stage. The stack's tasks get
+`PIPELINE__SPARK__REMOTE=sc://...` and become thin clients (a session in ~1 s) of one
+long-lived local[2] Spark; bench/bench_features.py measures the difference.
 
 Why the Airflow components one by one rather than `airflow standalone`:
 - `airflow db migrate` runs first, alone, so a database problem fails fast with its own log;
@@ -39,6 +46,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -350,7 +358,8 @@ def spark_connect_command(host: str, port: int, driver_memory: str = "2g") -> li
         "spark.sql.shuffle.partitions": "4",
         **FIXED_CONF,
     }
-    return ["bash", str(script), "--wait", "--master", "local[2]", "--driver-memory", driver_memory,
+    # Components are exec'ed by path (see _EXEC_WITH_DEFAULT_SIGINT): bash by its full path.
+    return [shutil.which("bash") or "/bin/bash", str(script), "--wait", "--master", "local[2]", "--driver-memory", driver_memory,
             *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}"))]
 
 

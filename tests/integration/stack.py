@@ -105,6 +105,7 @@ class IntegrationStack:
         extra_env: Mapping[str, str] | None = None,
         start_timeout: float = 300.0,
         echo: Callable[[str], None] | None = print,
+        spark_connect: bool = False,
     ):
         self.base_dir = Path(base_dir)
         self.dags_folder = dags_folder or REPO_ROOT / "dags"
@@ -114,6 +115,7 @@ class IntegrationStack:
         self.extra_env = dict(extra_env or {})
         self.start_timeout = start_timeout
         self.echo = echo
+        self.spark_connect = spark_connect
         self.config: StackConfig | None = None
         self.stack: Stack | None = None
         self.leftovers: list[str] = []
@@ -124,7 +126,7 @@ class IntegrationStack:
             db_url = None
             if self.postgres_server:
                 db_url = self._resources.enter_context(postgres_database(self.postgres_server))
-            airflow_port, mlflow_port, worker_log_port, trigger_log_port = free_ports(4)
+            airflow_port, mlflow_port, worker_log_port, trigger_log_port, spark_port = free_ports(5)
             self.config = StackConfig(
                 airflow_home=self.base_dir / "airflow",
                 mlflow_home=self.base_dir / "mlflow",
@@ -135,6 +137,7 @@ class IntegrationStack:
                 mlflow_port=mlflow_port,
                 worker_log_port=worker_log_port,
                 trigger_log_port=trigger_log_port,
+                spark_connect_port=spark_port if self.spark_connect else None,
                 airflow_db_url=db_url,
                 extra_env=self.extra_env,
             )

@@ -3,8 +3,9 @@
 One throwaway DAG (a BashOperator) in a temporary dags folder shows the whole loop: the
 dag processor parses it, it is paused at creation, the REST API unpauses and triggers it
 with conf and a logical date, the LocalExecutor runs it with the stack's environment, and
-its log says so. Then stop must leave no process and no port behind. Once on SQLite, once
-on a fresh PostgreSQL database when 127.0.0.1:5432 answers.
+its log says so. Then stop must leave no process and no port behind. Once on SQLite with
+the stack's Spark Connect server (a task sees its address; a client session runs a
+query on it), once on a fresh PostgreSQL database when 127.0.0.1:5432 answers.
 """
 from __future__ import annotations
 
@@ -38,20 +39,21 @@ SMOKE_DAG = textwrap.dedent(
     ):
         BashOperator(
             task_id="echo_ok",
-            bash_command="echo \\"smoke: ok $PIPELINE_ENV {{{{ ds }}}} {{{{ dag_run.conf['word'] }}}}\\"",
+            bash_command="echo \\"smoke: ok $PIPELINE_ENV {{{{ ds }}}} {{{{ dag_run.conf['word'] }}}} spark=${{PIPELINE__SPARK__REMOTE:-none}}\\"",
         )
     '''
 )
 
 
-def _smoke(tmp_path: Path, postgres_server: str | None = None) -> None:
+def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bool = False) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / f"{DAG_ID}.py").write_text(SMOKE_DAG)
     plugins = tmp_path / "plugins"  # the stack, not the repo's plugin, is under test here
     plugins.mkdir()
     stack = IntegrationStack(
-        tmp_path / "stack", dags_folder=dags, plugins_folder=plugins, postgres_server=postgres_server
+        tmp_path / "stack", dags_folder=dags, plugins_folder=plugins, postgres_server=postgres_server,
+        spark_connect=spark_connect,
     )
     with stack:
         config = stack.config
@@ -82,7 +84,11 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None) -> None:
             tasks = client.task_instances(DAG_ID, run["dag_run_id"])
             assert [(t["task_id"], t["state"]) for t in tasks] == [("echo_ok", "success")]
             log = client.task_log(DAG_ID, run["dag_run_id"], "echo_ok")
-            assert "smoke: ok local 2013-03-01 hello" in log, log
+            spark = f"spark={config.spark_remote}" if spark_connect else "spark=none"
+            assert f"smoke: ok local 2013-03-01 hello {spark}" in log, log
+
+        if spark_connect:  # what a Spark step does with that address (jobs/spark.py)
+            assert _spark_connect_answers(config.spark_remote)
 
         if postgres_server:  # the runs really live in the PostgreSQL database
             database = config.sql_alchemy_conn.rsplit("/", 1)[1]
@@ -94,19 +100,21 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None) -> None:
 
         assert stack.stop() == []
 
-    ports = (config.airflow_port, config.mlflow_port, config.worker_log_port, config.trigger_log_port)
+    ports = (config.airflow_port, config.mlflow_port, config.worker_log_port, config.trigger_log_port,
+             *([config.spark_connect_port] if spark_connect else []))
     assert all(port_free(config.host, port) for port in ports)
     ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True, check=True).stdout
     left = [
         line for line in ps.splitlines()
-        if (str(tmp_path) in line or f"--port {config.mlflow_port}" in line) and " Z" not in line
+        if (str(tmp_path) in line or f"--port {config.mlflow_port}" in line
+            or f"grpc.binding.port={config.spark_connect_port}" in line) and " Z" not in line
     ]
     assert left == []
     assert not config.state_file.exists()
 
 
-def test_stack_on_sqlite(tmp_path):
-    _smoke(tmp_path)
+def test_stack_on_sqlite_with_spark_connect(tmp_path):
+    _smoke(tmp_path, spark_connect=True)
 
 
 @pytest.mark.postgres
@@ -115,3 +123,18 @@ def test_stack_on_postgres(tmp_path):
     if reason:
         pytest.skip(reason)
     _smoke(tmp_path, postgres_server=POSTGRES_SERVER)
+
+
+def _spark_connect_answers(remote: str) -> bool:
+    """A Spark Connect client session, from another process, runs a query on the stack's server."""
+    code = (
+        "from jobs.settings import SparkSettings; from jobs.spark import spark_session; "
+        f"s = spark_session('stack-test', SparkSettings(remote='{remote}')); "
+        "print('rows', s.range(10).count(), s.conf.get('spark.sql.session.timeZone'))"
+    )
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert "rows 10 UTC" in out.stdout, out.stdout + out.stderr
+    return True
