@@ -488,13 +488,8 @@ class FeatureInputs:
 
 def _read_raw(lake: Lake, key: str, columns: Sequence[str]) -> tuple["pa.Table", str]:
     """The partition's committed files, as its manifest lists them, and the manifest's write_id."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    manifest = lake.read_manifest(key)
-    tables = [pq.read_table(io.BytesIO(lake.read_bytes(f"{key}/{name}")), columns=list(columns))
-              for name in manifest["files"]]
-    return pa.concat_tables(tables), manifest["write_id"]
+    table, manifest = lake.read_table(key, columns)
+    return table, manifest["write_id"]
 
 
 def _empty(schema: "StructType") -> "pa.Table":

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 if TYPE_CHECKING:  # pandas is imported lazily: DAG files import this module at parse.
+    from collections.abc import Sequence
+
     import pandas as pd
+    import pyarrow as pa
 
 MANIFEST = "_manifest.json"
 ZONES = ("landing", "raw", "quarantine", "features", "predictions", "reports")
@@ -290,14 +293,18 @@ class Lake:
         self._store.delete(stale)
         return Partition(key, self.uri(key), (name,), manifest["rows"], manifest["metadata"])
 
-    def read_partition(self, key: str) -> "pd.DataFrame":
-        import pandas as pd
+    def read_table(self, key: str, columns: "Sequence[str] | None" = None) -> "tuple[pa.Table, dict[str, Any]]":
+        """The partition's committed files (as its manifest lists them) as one Arrow table, and the manifest."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         manifest = self.read_manifest(key)
-        tables = [pq.read_table(io.BytesIO(self._store.get(f"{key}/{name}"))) for name in manifest["files"]]
-        frames = [t.to_pandas() for t in tables]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        tables = [pq.read_table(io.BytesIO(self._store.get(f"{key}/{name}")), columns=list(columns) if columns else None)
+                  for name in manifest["files"]]
+        return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]), manifest
+
+    def read_partition(self, key: str) -> "pd.DataFrame":
+        return self.read_table(key)[0].to_pandas()
 
     def partition(self, key: str) -> Partition:
         manifest = self.read_manifest(key)

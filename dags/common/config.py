@@ -44,3 +44,10 @@ def schedule_cron(dag_id: str) -> str:
         return settings().airflow.schedules[dag_id]
     except KeyError:
         raise KeyError(f"airflow.schedules.{dag_id} is not set in config/settings.yaml") from None
+
+
+def step_env() -> dict[str, str]:
+    """The environment every heavy step gets in Kubernetes (pod or Spark application), besides secrets."""
+    current = settings()
+    return {"PIPELINE_ENV": current.env, "LAKE_ROOT": current.lake_root,
+            "MLFLOW_TRACKING_URI": current.mlflow.tracking_uri}

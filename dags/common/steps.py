@@ -5,7 +5,9 @@
 `runner.kind: subprocess` (local) runs `python -m jobs.ingest --ds ...` in the
 worker; `runner.kind: kubernetes` (production) runs the same command in a pod
 with the pinned image, resources, service account and secrets by reference from
-settings. DAG files never branch on the environment.
+settings, or, for the Spark steps (`features`, `score`), as a SparkApplication
+through the Spark operator (common/spark_operator.py). DAG files never branch on
+the environment.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, XComArg
 
-from common.config import settings
+from common.config import settings, step_env
 from common.operators import AssetEventFn, SubprocessStepOperator
 
 # Which image and resource profile each step uses in Kubernetes.
@@ -30,8 +32,7 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
     runner = settings().runner
     profile = STEP_PROFILE.get(step, "jobs")
     resources = runner.resources.get(profile)
-    env = {"PIPELINE_ENV": settings().env, "LAKE_ROOT": settings().lake_root,
-           "MLFLOW_TRACKING_URI": settings().mlflow.tracking_uri}
+    env = step_env()
     # No `name`: the operator names the pod after the full task id (group included), so the
     # three feeds' pods are told apart, plus a random suffix.
     return {
@@ -66,6 +67,17 @@ def pipeline_step(
     """A task running `python -m jobs.<step> <arguments>` with the configured runner."""
     if settings().runner.kind == "kubernetes":
         from common.pod_operator import PodStepOperator
+        from common.spark_operator import SPARK_STEPS, SparkStepOperator, spark_application_kwargs
+
+        if step in SPARK_STEPS:
+            return SparkStepOperator(
+                task_id=task_id,
+                step=step,
+                arguments=arguments if isinstance(arguments, XComArg) else list(arguments),
+                asset_events=asset_events,
+                **spark_application_kwargs(step, task_id),
+                **kwargs,
+            )
 
         return PodStepOperator(
             task_id=task_id,

@@ -108,3 +108,12 @@ def test_only_written_partitions_emit_asset_events(module):
     assert asset == features_asset() and key == "2013-03-05"
     assert extra["rows"] == 950 and extra["warnings"] == ["missing input raw/weather/date=2013-03-05"]
     assert module.features_asset_event({**written, "status": "unchanged"}) is None
+
+
+def test_production_builds_features_as_a_spark_application(load_dag):
+    from common.spark_operator import SparkStepOperator
+
+    dag = load_dag(DAG_ID, "production")
+    build = dag.get_task("build_features")
+    assert isinstance(build, SparkStepOperator) and build.step == "features"
+    assert build.trigger_rule == "none_failed" and [o.name for o in build.outlets] == ["features_flights"]

@@ -3,12 +3,14 @@ COPY sources, pinned installs, a non-root user, and nothing secret baked in."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = sorted((REPO_ROOT / "docker").glob("*.Dockerfile"))
+DOCKER = REPO_ROOT / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", re.IGNORECASE)
 
 
@@ -82,3 +84,31 @@ def test_dockerignore_keeps_local_state_out():
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     for path in (".venv", ".airflow", ".mlflow", "data", ".git"):
         assert path in ignored, f"{path} would be sent to the build context"
+
+
+def test_jobs_image_can_be_a_spark_driver_and_executor():
+    """Spark on Kubernetes starts the image with `driver ...` / `executor`: the entrypoint must handle both."""
+    dockerfile = (DOCKER / "jobs.Dockerfile").read_text()
+    entrypoint = REPO_ROOT / "docker" / "spark-entrypoint.sh"
+    assert 'ENTRYPOINT ["/opt/spark-entrypoint.sh"]' in dockerfile
+    assert "COPY docker/spark-entrypoint.sh /opt/spark-entrypoint.sh" in dockerfile
+    assert entrypoint.stat().st_mode & 0o111, "the entrypoint must be executable"
+    subprocess.run(["bash", "-n", str(entrypoint)], check=True)
+    script = entrypoint.read_text()
+    assert "  driver)" in script and "  executor)" in script
+    assert "KubernetesExecutorBackend" in script and "--deploy-mode client" in script
+    # s3a jars are pinned by version, fetched from Maven Central at build time.
+    versions = dict(re.findall(r"^ARG (HADOOP_AWS_VERSION|AWS_SDK_BUNDLE_VERSION)=(\S+)$", dockerfile, re.M))
+    assert set(versions) == {"HADOOP_AWS_VERSION", "AWS_SDK_BUNDLE_VERSION"}
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in versions.values())
+    hadoop = [p.name for p in Path(pyspark_jars()).glob("hadoop-client-api-*.jar")]
+    assert hadoop == [f"hadoop-client-api-{versions['HADOOP_AWS_VERSION']}.jar"], (
+        "hadoop-aws must match the Hadoop client jars of the pinned pyspark")
+
+
+def pyspark_jars() -> str:
+    import os
+
+    import pyspark
+
+    return os.path.join(os.path.dirname(pyspark.__file__), "jars")
