@@ -1,0 +1,284 @@
+"""The training set of a training run: feature rows over a window joined to their labels, split by time.
+
+    python -m jobs.training_set --train-start 2013-01-01 --train-end 2013-11-30 \
+        --holdout-start 2013-12-01 --holdout-end 2013-12-31
+
+Reads `features/flights/date=D` for every D of the two windows and the outcomes of the same
+dates (`raw/flights/date=D`, the labels: `is_delayed` = arr_delay >= 15 min, DESIGN.md),
+joins them with Spark on the flight key, and writes
+
+    training/flight_delay/set={set_id}/split=train/    (and split=holdout/)
+
+each a lake partition (Parquet + manifest) whose metadata is the set's lineage: the feature
+and label partitions used with their manifest write ids, the dates left out and why, rows,
+positives, cancelled flights excluded, and a content hash of the rows. `set_id` is a hash of
+the windows and of every input's write id: the same inputs give the same set, which is then
+reused, not rebuilt; a redelivered or rebuilt partition gives a new set.
+
+Cancelled and diverted flights have no arrival delay: no label. They are excluded and
+counted (`cancelled_excluded`). A date without a features partition or without its outcomes
+(not yet arrived) is left out and named in the metadata; a window left with no labelled row
+at all, or with a single class, is an error naming the window (exit 3: no retry helps).
+
+One line on stdout (jobs/results.py):
+    STEP_RESULT {"set_id", "train_uri", "holdout_uri", "rows": {"train", "holdout"},
+                 "positives": {...}, "dates_missing": [...], "content_sha256": {...}}
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobs.features import DELAYED_MINUTES, features_key, load_feature_schema
+from jobs.lake import Lake, PartitionNotFound, raw_key
+from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, emit_result
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    from jobs.settings import Settings
+
+log = logging.getLogger("jobs.training_set")
+
+LABEL = "is_delayed"
+SPLITS = ("train", "holdout")
+
+
+class TrainingSetError(ValueError):
+    """The windows give no usable training set (no rows, no labels, one class): names the window."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    train_start: dt.date
+    train_end: dt.date
+    holdout_start: dt.date
+    holdout_end: dt.date
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.train_end < self.train_start:
+            problems.append(f"training window ends ({self.train_end}) before it starts ({self.train_start})")
+        if self.holdout_end < self.holdout_start:
+            problems.append(f"holdout window ends ({self.holdout_end}) before it starts ({self.holdout_start})")
+        if self.holdout_start <= self.train_end and self.train_start <= self.holdout_end:
+            problems.append(f"holdout {self.holdout_start}..{self.holdout_end} overlaps training "
+                            f"{self.train_start}..{self.train_end}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def dates(self, split: str) -> list[dt.date]:
+        first, last = ((self.train_start, self.train_end) if split == "train"
+                       else (self.holdout_start, self.holdout_end))
+        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def to_json(self) -> dict[str, str]:
+        return {key: value.isoformat() for key, value in asdict(self).items()}
+
+
+def training_set_key(set_id: str, split: str) -> str:
+    return f"training/flight_delay/set={set_id}/split={split}"
+
+
+@dataclass
+class SplitInputs:
+    features: dict[str, str]  # features partition key -> write_id
+    labels: dict[str, str]  # raw/flights partition key -> write_id
+    missing: dict[str, str]  # date -> why it is left out
+
+
+def plan_inputs(lake: Lake, windows: Windows) -> dict[str, SplitInputs]:
+    """Which feature and label partitions each split reads (manifests only)."""
+    plan = {}
+    for split in SPLITS:
+        inputs = SplitInputs({}, {}, {})
+        for day in windows.dates(split):
+            ds = day.isoformat()
+            try:
+                feature_id = lake.read_manifest(features_key(ds))["write_id"]
+            except PartitionNotFound:
+                inputs.missing[ds] = f"no features partition {features_key(ds)}"
+                continue
+            try:
+                label_id = lake.read_manifest(raw_key("flights", ds))["write_id"]
+            except PartitionNotFound:
+                inputs.missing[ds] = f"no outcomes yet ({raw_key('flights', ds)})"
+                continue
+            inputs.features[features_key(ds)] = feature_id
+            inputs.labels[raw_key("flights", ds)] = label_id
+        plan[split] = inputs
+    return plan
+
+
+def set_id_of(windows: Windows, plan: dict[str, SplitInputs], schema_sha256: str) -> str:
+    identity = {"windows": windows.to_json(), "schema": schema_sha256, "delayed_minutes": DELAYED_MINUTES,
+                "inputs": {split: [plan[split].features, plan[split].labels] for split in SPLITS}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_all(lake: Lake, keys: list[str], columns: list[str] | None = None) -> "pa.Table | None":
+    import pyarrow as pa
+
+    tables = [lake.read_table(key, columns)[0] for key in keys]
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def label_frame(spark: "SparkSession", outcomes: "pa.Table"):
+    """Flight key + is_delayed from outcomes; cancelled/diverted flights (no arr_delay) get a null label."""
+    from pyspark.sql import functions as F
+
+    frame = spark.createDataFrame(outcomes)
+    return frame.select(
+        *[F.col(c) for c in ("year", "month", "day", "carrier", "flight", "origin")],
+        F.when(F.col("arr_delay").isNull(), F.lit(None).cast("int"))
+        .otherwise((F.col("arr_delay") >= DELAYED_MINUTES).cast("int")).alias(LABEL),
+    )
+
+
+def build_split(spark: "SparkSession", lake: Lake, inputs: SplitInputs) -> tuple["pd.DataFrame", int]:
+    """Feature rows of the split with their label; (rows, cancelled flights excluded)."""
+    schema = load_feature_schema()
+    features = _read_all(lake, sorted(inputs.features))
+    outcomes = _read_all(lake, sorted(inputs.labels), ["year", "month", "day", "carrier", "flight", "origin",
+                                                       "arr_delay"])
+    if features is None or outcomes is None:
+        import pandas as pd
+
+        return pd.DataFrame(columns=[*schema.names, LABEL]), 0
+    key = list(schema.key)
+    joined = (spark.createDataFrame(features, schema=schema.spark_schema())
+              .join(label_frame(spark, outcomes), on=key, how="left"))
+    counts = joined.groupBy(joined[LABEL].isNull().alias("unlabelled")).count().collect()
+    unlabelled = sum(row["count"] for row in counts if row["unlabelled"])
+    labelled = joined.where(joined[LABEL].isNotNull()).orderBy("flight_date", "origin", "sched_dep_time", "carrier",
+                                                                 "flight")
+    return labelled.toPandas(), unlabelled
+
+
+def content_sha256(frame: "pd.DataFrame") -> str:
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    return hashlib.sha256(hashed).hexdigest()
+
+
+@dataclass
+class TrainingSet:
+    set_id: str
+    uris: dict[str, str]
+    rows: dict[str, int]
+    positives: dict[str, int]
+    cancelled_excluded: dict[str, int]
+    dates_missing: dict[str, dict[str, str]]
+    content_sha256: dict[str, str]
+    reused: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"set_id": self.set_id, "train_uri": self.uris["train"], "holdout_uri": self.uris["holdout"],
+                "rows": self.rows, "positives": self.positives, "cancelled_excluded": self.cancelled_excluded,
+                "dates_missing": self.dates_missing, "content_sha256": self.content_sha256, "reused": self.reused}
+
+
+def _from_manifests(lake: Lake, set_id: str) -> TrainingSet:
+    metas = {split: lake.partition(training_set_key(set_id, split)) for split in SPLITS}
+    return TrainingSet(
+        set_id, {s: p.uri for s, p in metas.items()}, {s: p.rows for s, p in metas.items()},
+        {s: p.metadata["positives"] for s, p in metas.items()},
+        {s: p.metadata["cancelled_excluded"] for s, p in metas.items()},
+        {s: p.metadata["dates_missing"] for s, p in metas.items()},
+        {s: p.metadata["content_sha256"] for s, p in metas.items()}, reused=True,
+    )
+
+
+def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | None" = None,
+                       spark: "SparkSession | None" = None) -> TrainingSet:
+    """Build (or reuse) the training set of `windows`. Raises TrainingSetError when a split is unusable."""
+    from jobs.settings import get_settings
+    from jobs.spark import spark_session
+
+    settings = settings or get_settings()
+    schema = load_feature_schema(settings.features.schema_path)
+    plan = plan_inputs(lake, windows)
+    for split in SPLITS:
+        first, last = windows.dates(split)[0], windows.dates(split)[-1]
+        if not plan[split].features:
+            raise TrainingSetError(f"{split} window {first}..{last} has no date with both features and outcomes: "
+                                   + "; ".join(sorted(set(plan[split].missing.values()))[:3]))
+    set_id = set_id_of(windows, plan, schema.sha256)
+    if all(lake.partition_exists(training_set_key(set_id, split)) for split in SPLITS):
+        log.info("training set %s already built from the same inputs: reused", set_id)
+        return _from_manifests(lake, set_id)
+
+    spark = spark or spark_session("training-set", settings.spark)
+    frames, cancelled = {}, {}
+    for split in SPLITS:
+        frames[split], cancelled[split] = build_split(spark, lake, plan[split])
+        first, last = windows.dates(split)[0], windows.dates(split)[-1]
+        labels = frames[split][LABEL]
+        if labels.empty:
+            raise TrainingSetError(f"{split} window {first}..{last} has no labelled flight")
+        if labels.nunique() < 2:
+            raise TrainingSetError(f"{split} window {first}..{last} has a single class "
+                                   f"({LABEL}={int(labels.iloc[0])} for all {len(labels)} flights)")
+    partitions, hashes = {}, {}
+    for split in SPLITS:
+        frame = frames[split]
+        hashes[split] = content_sha256(frame)
+        metadata = {
+            "set_id": set_id, "split": split, "windows": windows.to_json(),
+            "features": plan[split].features, "labels": plan[split].labels,
+            "dates_missing": plan[split].missing, "rows": len(frame), "positives": int(frame[LABEL].sum()),
+            "cancelled_excluded": cancelled[split], "content_sha256": hashes[split],
+            "feature_schema_version": schema.version, "label": f"{LABEL} = arr_delay >= {DELAYED_MINUTES}",
+        }
+        partitions[split] = lake.write_partition(training_set_key(set_id, split), frame, metadata)
+        log.info("%s: %d rows (%d delayed, %d cancelled excluded, %d dates left out) -> %s", split, len(frame),
+                 metadata["positives"], cancelled[split], len(plan[split].missing), partitions[split].uri)
+    return TrainingSet(
+        set_id, {s: p.uri for s, p in partitions.items()}, {s: p.rows for s, p in partitions.items()},
+        {s: int(frames[s][LABEL].sum()) for s in SPLITS}, cancelled, {s: plan[s].missing for s in SPLITS}, hashes,
+        reused=False,
+    )
+
+
+def read_training_set(lake: Lake, set_id: str, split: str) -> "pd.DataFrame":
+    return lake.read_partition(training_set_key(set_id, split))
+
+
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    for name in ("train-start", "train-end", "holdout-start", "holdout-end"):
+        parser.add_argument(f"--{name}", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+
+
+def windows_of(args: argparse.Namespace) -> Windows:
+    return Windows(args.train_start, args.train_end, args.holdout_start, args.holdout_end)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.training_set", description=__doc__.split("\n\n")[0])
+    add_window_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        windows = windows_of(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        result = build_training_set(Lake.from_settings(), windows)
+    except TrainingSetError as exc:
+        print(f"ERROR jobs.training_set rejected: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    emit_result(result.to_json())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
