@@ -20,6 +20,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jobs.gate import GatePolicy
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 BASE_FILE = CONFIG_DIR / "settings.yaml"
@@ -172,6 +174,23 @@ class SparkApplicationSettings(_Strict):
         return path if path.is_absolute() else CONFIG_DIR / path
 
 
+class Toleration(_Strict):
+    key: str = Field(min_length=1)
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuSettings(_Strict):
+    """What a GPU step's pod asks for (the `trainer` profile): the device, where it may run."""
+
+    # The extended resource the device plugin advertises, and how many per pod.
+    resource: str = Field(default="nvidia.com/gpu", min_length=1)
+    count: int = Field(default=1, ge=1)
+    node_selector: dict[str, str] = {}
+    tolerations: tuple[Toleration, ...] = ()
+
+
 class RunnerSettings(_Strict):
     kind: Literal["subprocess", "kubernetes"]
     namespace: str
@@ -182,6 +201,7 @@ class RunnerSettings(_Strict):
     resources: dict[str, ResourceSpec]
     secret_env: tuple[SecretEnv, ...] = ()
     spark_application: SparkApplicationSettings
+    gpu: GpuSettings
 
     @field_validator("images")
     @classmethod
@@ -198,6 +218,27 @@ class RunnerSettings(_Strict):
             raise ValueError(f"spark_application.image {self.spark_application.image!r} is not a key of images "
                              f"({', '.join(sorted(self.images))})")
         return self
+
+
+class TrainingSettings(_Strict):
+    """Defaults of delay_model_training's trigger form and of `python -m jobs.train`."""
+
+    experiment: str = Field(min_length=1)
+    family: Literal["torch_mlp", "sklearn_hgb"]
+    # Feature columns the model does not see (config/features.yaml names).
+    exclude_features: tuple[str, ...] = ()
+    epochs: int = Field(gt=0, le=500)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0, lt=1)
+    seed: int = Field(ge=0)
+    use_gpu: bool
+    # The last days of the training window are the early-stopping validation rows.
+    validation_days: int = Field(gt=0)
+    # Default holdout: the last labelled days before the run; training: everything before it.
+    holdout_days: int = Field(gt=0)
+    # Probability at or above which a flight is predicted delayed (predictions, served precision/recall).
+    decision_threshold: float = Field(gt=0, lt=1)
+    require_approval: bool = False
 
 
 class SparkSettings(_Strict):
@@ -253,6 +294,8 @@ class Settings(_Strict):
     runner: RunnerSettings
     spark: SparkSettings
     features: FeatureSettings
+    training: TrainingSettings
+    gate: GatePolicy
 
     @property
     def lake_root(self) -> str:

@@ -20,7 +20,9 @@ from common.config import settings, step_env
 from common.operators import AssetEventFn, SubprocessStepOperator
 
 # Which image and resource profile each step uses in Kubernetes.
-STEP_PROFILE = {"ingest": "jobs", "publish": "jobs"}
+STEP_PROFILE = {"ingest": "jobs", "publish": "jobs", "train": "trainer"}
+# Profiles whose pods ask for a GPU (runner.gpu: device, node selector, tolerations).
+GPU_PROFILES = frozenset({"trainer"})
 
 
 def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
@@ -33,6 +35,15 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
     profile = STEP_PROFILE.get(step, "jobs")
     resources = runner.resources.get(profile)
     env = step_env()
+    requests = dict(resources.requests) if resources else {}
+    limits = dict(resources.limits) if resources else {}
+    gpu: dict[str, Any] = {}
+    if profile in GPU_PROFILES:
+        limits[runner.gpu.resource] = str(runner.gpu.count)  # extended resources: limit only (= request)
+        gpu = {
+            "node_selector": dict(runner.gpu.node_selector),
+            "tolerations": [k8s.V1Toleration(**t.model_dump()) for t in runner.gpu.tolerations],
+        }
     # No `name`: the operator names the pod after the full task id (group included), so the
     # three feeds' pods are told apart, plus a random suffix.
     return {
@@ -42,10 +53,8 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
         "service_account_name": runner.service_account,
         "env_vars": [k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         "secrets": [Secret("env", ref.env, ref.secret, ref.key) for ref in runner.secret_env],
-        "container_resources": k8s.V1ResourceRequirements(
-            requests=dict(resources.requests) if resources else None,
-            limits=dict(resources.limits) if resources else None,
-        ),
+        "container_resources": k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
+        **gpu,
         "labels": {"app.kubernetes.io/part-of": "flight-delay-pipeline", "pipeline-step": step},
         "startup_timeout_seconds": runner.startup_timeout_s,
         "termination_message_policy": "FallbackToLogsOnError",

@@ -112,3 +112,13 @@ def pyspark_jars() -> str:
     import pyspark
 
     return os.path.join(os.path.dirname(pyspark.__file__), "jars")
+
+
+def test_trainer_image_installs_the_cuda_build_of_the_pinned_torch():
+    dockerfile = (DOCKER / "trainer.Dockerfile").read_text()
+    pinned = re.search(r"^torch==(\S+)$", (REPO_ROOT / "constraints.txt").read_text(), re.M).group(1)
+    version = pinned.split("+")[0]
+    assert f"s/^torch=={re.escape(version)}+cpu$/torch=={version}+cu126/".replace("\\.", "\\\\.") in dockerfile \
+        or f"torch=={version}+cu126" in dockerfile
+    assert "download.pytorch.org/whl/cu126" in dockerfile
+    assert 'CMD ["python", "-m", "jobs.train"' in dockerfile

@@ -143,7 +143,7 @@ UNKNOWN_KEYS = [
     pytest.param("settings.yaml", "  owner: ml-platform\n", "  owner: ml-platform\n  schedule: daily\n",
                  "airflow.schedule", id="nested-base-typo"),
     pytest.param("overlays/local.yaml", "runner:\n  kind: subprocess\n",
-                 "runner:\n  kind: subprocess\n  gpu: true\n", "runner.gpu", id="nested-overlay"),
+                 "runner:\n  kind: subprocess\n  gpus: true\n", "runner.gpus", id="nested-overlay"),
     pytest.param("overlays/local.yaml", "runner:\n", "sensor:\n  timeout_s: 5\nrunner:\n", "sensor",
                  id="top-level-overlay"),
 ]
