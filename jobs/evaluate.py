@@ -15,12 +15,15 @@ The output is JSON-ready and is what `jobs.gate.ModelMetrics.from_json` reads.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+log = logging.getLogger("jobs.evaluate")
 
 SLICE_COLUMNS = ("carrier", "origin")
 
@@ -96,3 +99,161 @@ def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float
     out = {f"{prefix}{name}": float(metrics[name]) for name in names if metrics.get(name) is not None}
     out[f"{prefix}calibration_ece"] = float(metrics["calibration"]["ece"])
     return out
+
+
+# The evaluate-and-gate step --------------------------------------------------------------
+# python -m jobs.evaluate --version N: the candidate version (registered by jobs.train), its
+# HGB baseline and the current champion scored on the candidate's holdout; the gate decides;
+# the decision and every reason go to MLflow (run metrics and tags, version tags) and to a
+# model card (JSON + HTML) in the lake (reports/training/{model}/version={N}/) and as an
+# artifact of the run. Exit 0 whatever the decision (a rejection is a result, not a failure:
+# the DAG branches on it); 1 when MLflow or an input cannot be read (retried).
+
+def model_card_key(model: str, version: str) -> str:
+    return f"reports/training/{model}/version={version}"
+
+
+def _predict(model_uri: str, frame: "pd.DataFrame"):
+    """Probabilities of a logged model for the rows of `frame` (only the columns its signature names)."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    columns = model.metadata.get_input_schema().input_names()
+    return model.predict(frame[columns]).to_numpy()
+
+
+def render_card_html(card: dict[str, Any]) -> str:
+    """A self-contained HTML page of the model card (what the plugin and the lake serve)."""
+    from html import escape
+
+    decision = card["decision"]
+    rows = "".join(
+        f"<tr><td>{escape(c['name'])}</td><td>{'pass' if c['passed'] else '<b>FAIL</b>'}</td>"
+        f"<td>{'' if c['value'] is None else c['value']}</td><td>{'' if c['threshold'] is None else c['threshold']}</td>"
+        f"<td>{escape(c['reason'])}</td></tr>" for c in decision["checks"])
+    models = "".join(
+        f"<tr><td>{escape(role)}</td><td>{escape(str(m.get('version') or m.get('run_id') or ''))}</td>"
+        + "".join(f"<td>{'' if m['metrics'].get(k) is None else round(m['metrics'][k], 4)}</td>"
+                  for k in ("roc_auc", "pr_auc", "log_loss", "brier"))
+        + f"<td>{m['metrics']['calibration']['ece']}</td></tr>"
+        for role, m in card["models"].items() if m.get("metrics"))
+    verdict = "PROMOTABLE" if decision["passed"] else "REJECTED"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(card['model'])} v{card['version']}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse}}</style>
+</head><body><h1>{escape(card['model'])} version {card['version']}: {verdict}</h1>
+<p>Holdout {card['holdout']['start']}..{card['holdout']['end']}, {card['holdout']['rows']} flights;
+training set {escape(card['training_set'])}; reason: {escape(card['reason'])}</p>
+<h2>Gate</h2><table><tr><th>check</th><th>result</th><th>value</th><th>threshold</th><th>why</th></tr>{rows}</table>
+<h2>Holdout metrics</h2><table><tr><th>model</th><th>version / run</th><th>ROC AUC</th><th>PR AUC</th>
+<th>log loss</th><th>Brier</th><th>ECE</th></tr>{models}</table>
+<p>Generated {escape(card['generated_at'])}</p></body></html>
+"""
+
+
+def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any | None" = None) -> dict[str, Any]:
+    import datetime as dt
+
+    import mlflow
+
+    from jobs import model as models
+    from jobs.gate import ModelMetrics, decide
+    from jobs.lake import Lake
+    from jobs.registry import CHAMPION, alias_version, client
+    from jobs.settings import get_settings
+    from jobs.training_set import LABEL, read_training_set, training_set_key
+
+    settings = settings or get_settings()
+    lake = lake or Lake.from_settings(settings)
+    mlflow_client = client(settings.mlflow.tracking_uri)
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    name, threshold = settings.mlflow.model_name, settings.training.decision_threshold
+    candidate_version = mlflow_client.get_model_version(name, version)
+    run = mlflow_client.get_run(candidate_version.run_id)
+    set_id, baseline_run_id = run.data.tags["training_set"], run.data.tags["baseline_run_id"]
+    holdout = read_training_set(lake, set_id, "holdout")
+    train = read_training_set(lake, set_id, "train")
+    y = holdout[LABEL].to_numpy()
+    holdout_meta = lake.read_manifest(training_set_key(set_id, "holdout"))["metadata"]["windows"]
+
+    scored = {"candidate": {"version": version, "run_id": candidate_version.run_id,
+                            "uri": f"models:/{name}/{version}"},
+              "baseline": {"run_id": baseline_run_id, "uri": f"runs:/{baseline_run_id}/model"}}
+    champion_version = alias_version(mlflow_client, name, CHAMPION)
+    champion_problem = None
+    if champion_version is not None and champion_version != version:
+        scored["champion"] = {"version": champion_version, "uri": f"models:/{name}/{champion_version}"}
+    for role, entry in scored.items():
+        try:
+            entry["metrics"] = holdout_metrics(y, _predict(entry["uri"], holdout), holdout, threshold=threshold)
+        except Exception as exc:  # noqa: BLE001 - a champion that cannot be scored is reported, not fatal
+            if role != "champion":
+                raise
+            champion_problem = (f"champion version {champion_version} could not be scored "
+                                f"({type(exc).__name__}: {str(exc)[:200]})")
+            log.warning(champion_problem)
+            entry["error"] = champion_problem
+    features = models.FeatureSpec.from_schema(exclude=settings.training.exclude_features)
+    single = models.single_feature_aucs(train, train[LABEL], holdout, y, features)
+    champion = scored.get("champion", {}).get("metrics")
+    decision = decide(ModelMetrics.from_json(scored["candidate"]["metrics"]),
+                      ModelMetrics.from_json(champion) if champion else None,
+                      ModelMetrics.from_json(scored["baseline"]["metrics"]), single, settings.gate,
+                      champion_problem=champion_problem)
+    card = {
+        "model": name, "version": version, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "training_set": set_id, "reason": run.data.tags.get("reason", ""),
+        "holdout": {"start": holdout_meta["holdout_start"], "end": holdout_meta["holdout_end"], "rows": len(y)},
+        "policy": settings.gate.model_dump(), "decision": decision.to_json(),
+        "single_feature_auc": dict(sorted(single.items(), key=lambda kv: -kv[1])),
+        "models": {role: {k: v for k, v in entry.items() if k != "uri"} for role, entry in scored.items()},
+    }
+    key = model_card_key(name, version)
+    lake.write_json(f"{key}/model_card.json", card)
+    lake.write_text(f"{key}/model_card.html", render_card_html(card))
+    with mlflow.start_run(run_id=candidate_version.run_id):
+        mlflow.log_metrics(scalar_metrics(scored["candidate"]["metrics"], "holdout_"))
+        mlflow.log_metrics(scalar_metrics(scored["baseline"]["metrics"], "baseline_holdout_"))
+        if champion:
+            mlflow.log_metrics(scalar_metrics(champion, "champion_holdout_"))
+        mlflow.log_dict(card, "model_card/model_card.json")
+        mlflow.log_text(render_card_html(card), "model_card/model_card.html")
+        mlflow.set_tags({"gate.passed": str(decision.passed).lower(),
+                         "gate.reasons": " | ".join(decision.reasons)[:5000],
+                         "gate.champion_version": champion_version or "none"})
+    mlflow_client.set_model_version_tag(name, version, "gate_passed", str(decision.passed).lower())
+    mlflow_client.set_model_version_tag(name, version, "gate_reasons", " | ".join(decision.reasons)[:5000])
+    for line in decision.reasons:
+        (log.info if decision.passed else log.warning)("gate: %s", line)
+    log.info("%s version %s: gate %s; model card %s", name, version, "PASSED" if decision.passed else "FAILED",
+             lake.uri(f"{key}/model_card.html"))
+    return {"model_version": version, "passed": decision.passed, "reasons": decision.reasons,
+            "champion_version": champion_version, "roc_auc": scored["candidate"]["metrics"]["roc_auc"],
+            "model_card_uri": lake.uri(f"{key}/model_card.html")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from jobs.registry import MlflowUnreachable
+    from jobs.results import EXIT_OK, emit_result
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate",
+                                     description="Score a candidate version, its baseline and the champion on the "
+                                                 "holdout; run the gate; write the model card.")
+    parser.add_argument("--version", required=True, help="candidate model version (from jobs.train)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = evaluate_version(args.version)
+    except MlflowUnreachable as exc:
+        print(f"ERROR jobs.evaluate: {exc}", file=sys.stderr)
+        return 1
+    emit_result(result)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
