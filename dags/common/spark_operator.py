@@ -40,7 +40,7 @@ from common.operators import AssetEventFn, StepRejected, StepResultsMixin, conta
 from jobs.results import EXIT_REJECTED
 
 # Steps that run as Spark applications with the kubernetes runner; every other step runs in a pod.
-SPARK_STEPS = frozenset({"features", "score"})
+SPARK_STEPS = frozenset({"features", "training_set", "score"})
 
 
 def spark_application_kwargs(step: str, task_id: str) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def test_spark_step_is_a_spark_kubernetes_operator(dag):
     task = dag.get_task(TASK_ID)
     assert isinstance(task, SparkStepOperator) and isinstance(task, SparkKubernetesOperator)
     assert task.step == "features" and not task.deferrable
-    assert SPARK_STEPS == {"features", "score"}
+    assert SPARK_STEPS == {"features", "training_set", "score"}
 
 
 def test_application_is_a_spark_application(application, settings):

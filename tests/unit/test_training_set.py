@@ -93,3 +93,44 @@ def test_a_single_class_window_is_an_error(spark, lake, raw_frames):
             build_training_set(lake, WINDOWS, settings=load_settings("local"), spark=spark)
     finally:
         lake.write_partition(raw_key("flights", "2013-01-03"), original, {"status": "passed"})
+
+
+def test_last_labelled_date_needs_features_and_outcomes(lake):
+    from jobs.training_set import last_labelled_date
+
+    assert last_labelled_date(lake) == DAYS[2]
+    assert last_labelled_date(lake, not_after=DAYS[1]) == DAYS[1]
+    assert last_labelled_date(Lake(lake.root + "-empty")) is None
+
+
+@pytest.mark.parametrize(("requested", "expected"), [
+    ({}, ("2013-01-01", "2013-03-17", "2013-03-18", "2013-03-31")),
+    ({"holdout_start": "2013-03-01"}, ("2013-01-01", "2013-02-28", "2013-03-01", "2013-03-31")),
+    ({"train_start": "2013-02-01", "train_end": "2013-02-28", "holdout_start": "2013-03-01",
+      "holdout_end": "2013-03-07"}, ("2013-02-01", "2013-02-28", "2013-03-01", "2013-03-07")),
+])
+def test_default_windows_grow_up_to_the_holdout(requested, expected):
+    from jobs.training_set import resolve_windows
+
+    windows = resolve_windows(requested, dt.date(2013, 3, 31), dt.date(2013, 1, 1), dt.date(2013, 12, 31), 14)
+    assert tuple(windows.to_json().values()) == expected
+
+
+@pytest.mark.parametrize(("requested", "message"), [
+    ({"train_start": "2012-12-01"}, "train_start 2012-12-01 is outside the data"),
+    ({"holdout_end": "someday"}, "holdout_end 'someday' is not a date"),
+    ({"train_start": "2013-03-10", "train_end": "2013-03-01"}, "training window ends"),
+    ({"train_end": "2013-03-20"}, "overlaps training"),
+])
+def test_bad_requests_name_every_problem(requested, message):
+    from jobs.training_set import resolve_windows
+
+    with pytest.raises(ValueError, match=message):
+        resolve_windows(requested, dt.date(2013, 3, 31), dt.date(2013, 1, 1), dt.date(2013, 12, 31), 14)
+
+
+def test_no_labelled_day_is_named():
+    from jobs.training_set import resolve_windows
+
+    with pytest.raises(ValueError, match="no labelled day"):
+        resolve_windows({}, None, dt.date(2013, 1, 1), dt.date(2013, 12, 31), 14)

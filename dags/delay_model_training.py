@@ -1,0 +1,170 @@
+"""
+### delay_model_training
+
+Train a candidate flight-delay model, compare it with the serving one on the same
+held-out days, and let only a better model become `champion`.
+
+| task | does |
+| --- | --- |
+| `check_request` | resolves the windows (defaults below) and rejects a bad request before anything runs |
+| `build_training_set` | Spark: features of the windows joined to their labels, split by time (`python -m jobs.training_set`) |
+| `train` | `python -m jobs.train`: torch model (GPU pod in production) + HGB baseline, tracked in MLflow; the candidate becomes a version with alias `challenger` |
+| `evaluate_and_gate` | `python -m jobs.evaluate`: candidate, baseline and champion on the holdout; the gate's decision and reasons go to MLflow and a model card |
+| `gate_decision` | branches: rejected -> `not_promoted`; approval required -> `approve`; else `skip_approval` |
+| `approve` | a person approves or rejects in the Airflow UI (human-in-the-loop) |
+| `promote` | `champion` moves to the candidate, the old champion becomes `previous` |
+
+**When it runs**: weekly, by hand (trigger form below), and when `delay_model_monitoring`
+sees drift or a falling AUC (its `conf` fills `reason` and the windows). One run at a time.
+
+**Windows** (defaults): the holdout is the last `training.holdout_days` days that have
+features and labels; training is everything labelled before it, from 2013-01-01 (a growing
+window beat a sliding one-month window in 9 of 10 months here). The last
+`training.validation_days` of the training window stop the training early.
+
+**Where to look**: the MLflow experiment `flight_delay_training` (a candidate run and its
+`hgb-baseline` sibling: params, curves, lineage, gate tags), the model's versions and
+aliases, and the model card: **Browse > Pipeline reports > training**.
+Roll back with `delay_model_rollback`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, CronTriggerTimetable, Param, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.steps import pipeline_step
+
+DAG_ID = "delay_model_training"
+_data, _training = settings().data, settings().training
+
+
+def _date_param(title: str, description: str) -> Param:
+    return Param(None, type=["null", "string"], format="date", title=title, description=description)
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Train a candidate delay model (GPU pod), gate it against the champion, register and promote.",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable(schedule_cron(DAG_ID), timezone="UTC"),
+    start_date=start_date(),
+    end_date=end_date(),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["training", "mlflow", "gpu"],
+    params={
+        "train_start": _date_param("Training start", "First flight date of the training window "
+                                   f"(default {_data.first_flight_date})."),
+        "train_end": _date_param("Training end", "Last flight date of the training window "
+                                 "(default: the day before the holdout)."),
+        "holdout_start": _date_param("Holdout start", "First held-out flight date (default: holdout end - "
+                                     f"{_training.holdout_days - 1} days)."),
+        "holdout_end": _date_param("Holdout end", "Last held-out flight date (default: the last day with "
+                                   "features and labels)."),
+        "family": Param(_training.family, type="string", enum=["torch_mlp", "sklearn_hgb"], title="Model family",
+                        description="torch_mlp: embeddings + MLP (GPU in production); sklearn_hgb: the baseline only."),
+        "epochs": Param(_training.epochs, type="integer", minimum=1, maximum=500, title="Epochs",
+                        description="Upper bound: early stopping usually ends sooner."),
+        "batch_size": Param(_training.batch_size, type="integer", minimum=32, maximum=65536, title="Batch size",
+                            description="Rows per optimisation step."),
+        "learning_rate": Param(_training.learning_rate, type="number", exclusiveMinimum=0, maximum=0.5,
+                               title="Learning rate", description="AdamW's peak rate (one warm-up epoch, then cosine)."),
+        "seed": Param(_training.seed, type="integer", minimum=0, title="Seed",
+                      description="Same seed, same data, same machine: the same model."),
+        "use_gpu": Param(_training.use_gpu, type="boolean", title="Use a GPU",
+                         description="Train on CUDA when the pod has one (mixed precision); CPU otherwise."),
+        "require_approval": Param(_training.require_approval, type="boolean", title="Require approval",
+                                  description="A person must approve in the UI before the champion moves."),
+        "reason": Param("", type="string", maxLength=2000, title="Reason",
+                        description="Why this training runs (filled by monitoring); recorded in MLflow."),
+    },
+) as dag:
+
+    @task(multiple_outputs=True)
+    def check_request(params: dict | None = None, dag_run: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
+        """The windows and CLI arguments of this run; a bad request fails here naming each problem.
+
+        AirflowFailException: no retry, a request does not get better by waiting.
+        """
+        from jobs.lake import Lake
+        from jobs.training_set import last_labelled_date, resolve_windows
+
+        params = params or {}
+        problems = []
+        if params.get("epochs", 1) < 1:
+            problems.append(f"epochs must be positive, not {params.get('epochs')}")
+        if params.get("batch_size", 1) < 1:
+            problems.append(f"batch_size must be positive, not {params.get('batch_size')}")
+        # A scheduled run for week W may only use labels that had arrived by then.
+        cap = None
+        if dag_run is not None and getattr(dag_run, "run_type", "") == "scheduled" and data_interval_end:
+            cap = data_interval_end.date() - dt.timedelta(days=1)
+        try:
+            windows = resolve_windows(params, last_labelled_date(Lake.from_settings(), cap),
+                                      _data.first_flight_date, _data.last_flight_date, _training.holdout_days)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise AirflowFailException("bad training request: " + "; ".join(problems))
+        w = windows.to_json()
+        set_args = ["--train-start", w["train_start"], "--train-end", w["train_end"],
+                    "--holdout-start", w["holdout_start"], "--holdout-end", w["holdout_end"]]
+        train_args = ["--start", w["train_start"], "--end", w["train_end"], "--holdout-start", w["holdout_start"],
+                      "--holdout-end", w["holdout_end"], "--family", params["family"],
+                      "--epochs", str(params["epochs"]), "--batch-size", str(params["batch_size"]),
+                      "--learning-rate", str(params["learning_rate"]), "--seed", str(params["seed"]),
+                      "--reason", params.get("reason") or "manual", "--airflow-dag-id", DAG_ID,
+                      "--airflow-run-id", dag_run.run_id if dag_run is not None else ""]
+        if not params["use_gpu"]:
+            train_args.append("--no-gpu")
+        return {"windows": w, "set_arguments": set_args, "train_arguments": train_args,
+                "require_approval": bool(params.get("require_approval"))}
+
+    request = check_request()
+    training_set = pipeline_step("build_training_set", step="training_set", arguments=request["set_arguments"],
+                                 doc_md="`python -m jobs.training_set`: Spark, features x labels, time split.")
+    train = pipeline_step("train", step="train", arguments=request["train_arguments"],
+                          doc_md="`python -m jobs.train`: candidate + HGB baseline in MLflow; alias challenger.")
+    version = "{{ ti.xcom_pull(task_ids='train')[0]['model_version'] }}"
+    evaluate = pipeline_step("evaluate_and_gate", step="evaluate", arguments=["--version", version],
+                             doc_md="`python -m jobs.evaluate`: holdout metrics, the gate, the model card.")
+
+    @task.branch
+    def gate_decision(ti: Any = None) -> str:
+        """Where the gate's decision leads (the reasons are in the evaluate log and the model card)."""
+        result = ti.xcom_pull(task_ids="evaluate_and_gate")[0]
+        require = ti.xcom_pull(task_ids="check_request", key="require_approval")
+        for reason in result["reasons"]:
+            print(("PASS " if result["passed"] else "FAIL ") + reason)
+        if not result["passed"]:
+            return "not_promoted"
+        return "approve" if require else "skip_approval"
+
+    decision = gate_decision()
+    not_promoted = EmptyOperator(task_id="not_promoted",
+                                 doc_md="The gate rejected the candidate: it stays `challenger`; the champion is unchanged.")
+    approve = ApprovalOperator(
+        task_id="approve",
+        subject=f"Promote {settings().mlflow.model_name} version {version} to champion?",
+        body=("The gate passed: {{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['reasons'] | join('; ') }}.\n\n"
+              "Model card: {{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['model_card_uri'] }}"),
+        response_timeout=dt.timedelta(days=3),
+    )
+    skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")
+    promote = pipeline_step(
+        "promote", step="registry",
+        arguments=["promote", "--version", version, "--reason",
+                   "gate passed ({{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['reasons'] | join('; ') }}); "
+                   "airflow run {{ run_id }}"],
+        trigger_rule="none_failed_min_one_success",
+        doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",
+    )
+    request >> training_set >> train >> evaluate >> decision >> [not_promoted, approve, skip_approval]
+    [approve, skip_approval] >> promote
