@@ -176,3 +176,38 @@ class IntegrationStack:
         if self.stack is None:
             raise StackError("the stack is not started")
         return self.stack
+
+
+@contextlib.contextmanager
+def mlflow_server(base_dir: Path, backend_uri: str | None = None, timeout: float = 120.0) -> Iterator[str]:
+    """A real `mlflow server` on a free port (SQLite in base_dir unless `backend_uri`); yields its URL.
+
+    The same command line as the local stack's (scripts/stack.py), artifacts served by the server.
+    """
+    import subprocess
+    import time
+
+    from scripts.stack import mlflow_healthy
+
+    base_dir.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    config = StackConfig(airflow_home=base_dir / "airflow", mlflow_home=base_dir, lake_root=str(base_dir / "lake"),
+                         mlflow_port=port, mlflow_backend_uri=backend_uri)
+    (base_dir / "artifacts").mkdir(exist_ok=True)
+    log = open(base_dir / "mlflow-server.log", "wb")
+    process = subprocess.Popen(config.commands()["mlflow"], env=config.mlflow_env(), cwd=base_dir, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not mlflow_healthy(config.mlflow_url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(base_dir / 'mlflow-server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield config.mlflow_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
