@@ -318,3 +318,52 @@ def test_each_feed_gets_its_own_pod_name(dag, runtime_ti):
     for feed, name in names.items():
         assert name.startswith(f"{feed}-validate-and-publish"), (feed, name)
         assert DNS_LABEL.match(name), name
+
+
+# The GPU step: delay_model_training's `train` -------------------------------------------------
+
+@pytest.fixture
+def train_pod(load_dag, monkeypatch, settings) -> dict[str, Any]:
+    """The pod of delay_model_training.train as the real operator builds it (arguments as rendered)."""
+    for name, value in SENTINELS.items():
+        monkeypatch.setenv(name, value)
+    training = load_dag("delay_model_training", "production")
+    operator = copy.copy(training.get_task("train"))
+    assert isinstance(operator, KubernetesPodOperator)
+    operator.arguments = ["--start", "2013-01-01", "--end", "2013-11-30", "--holdout-start", "2013-12-01",
+                          "--holdout-end", "2013-12-31", "--family", "torch_mlp"]
+    pod = operator.build_pod_request_obj(None, dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+def test_training_pod_asks_for_a_gpu_where_there_is_one(train_pod, settings):
+    gpu = settings.runner.gpu
+    container = base_container(train_pod)
+    limits = container["resources"]["limits"]
+    assert limits[gpu.resource] == str(gpu.count) == "1"
+    assert container["resources"]["requests"] == dict(settings.runner.resources["trainer"].requests)
+    assert train_pod["spec"]["nodeSelector"] == dict(gpu.node_selector)
+    assert train_pod["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    # Round trip through the Kubernetes models: what the API server would accept.
+    pod = ApiClient().deserialize(_JsonResponse(train_pod), "V1Pod")
+    assert pod.spec.tolerations[0].key == "nvidia.com/gpu"
+
+
+def test_training_pod_image_command_and_secrets(train_pod, settings):
+    container = base_container(train_pod)
+    image = settings.runner.images["trainer"]
+    assert container["image"] == image and not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1]
+    assert container["command"] == ["python", "-m", "jobs.train"] and "--family" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == settings.mlflow.tracking_uri
+    for ref in settings.runner.secret_env:
+        assert env[ref.env] == {"name": ref.env, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}}
+    text = json.dumps(train_pod)
+    assert not [value for value in SENTINELS.values() if value in text], "a secret value leaked into the pod"
+
+
+def test_non_gpu_steps_do_not_ask_for_a_gpu(dag, runtime_ti, settings):
+    _, _, manifest = render_pod(dag, runtime_ti, "schedule")
+    assert settings.runner.gpu.resource not in (base_container(manifest)["resources"].get("limits") or {})
+    assert not manifest["spec"].get("tolerations") and not manifest["spec"].get("nodeSelector")
