@@ -10,7 +10,10 @@
    and forecast are published gets its own `flights_features` run (partitioned on the
    raw Assets), which builds its features with Spark as a client of the stack's Spark
    Connect server;
-4. print what succeeded, what the lake holds, and where to look, leaving the UIs up.
+4. trigger `delay_model_training` on the window (holdout: its last labelled week): the
+   candidate and its HGB baseline are tracked in MLflow, the gate compares them, and a
+   candidate that passes becomes the `champion` of `flight_delay`;
+5. print what succeeded, what the lake holds, and where to look, leaving the UIs up.
 
 Rerunning is quick and safe: the stack is reused, delivered files are not rewritten,
 and finished runs are kept. To replay further, `make demo DEMO_DAYS=59` (or
@@ -32,6 +35,7 @@ from scripts.stack import Stack, StackConfig, StackError
 
 INGEST_DAG = "flights_ingest"
 FEATURES_DAG = "flights_features"
+TRAINING_DAG = "delay_model_training"
 REPLAY_END_VAR = "PIPELINE__AIRFLOW__END_DATE"
 PUBLISH_DAG = "replay_publisher"
 
@@ -116,6 +120,30 @@ def wait_for_runs(client: AirflowClient, dag_id: str, runs_of: Any, expected: in
         time.sleep(10)
 
 
+def train(client: AirflowClient, timeout: float) -> dict[str, Any]:
+    """One training run over the demo window (defaults: last labelled week held out), waited for."""
+    client.unpause(TRAINING_DAG)
+    conf = {"reason": "make demo: first model of the demo window"}
+    run = client.trigger(TRAINING_DAG, conf=conf, note="make demo: train on the demo window")
+    _say(f"{TRAINING_DAG}: training ({run['dag_run_id']})")
+    final = client.wait_for_run(TRAINING_DAG, run["dag_run_id"], timeout=timeout, echo=None)
+    tasks = {t["task_id"]: t["state"] for t in client.task_instances(TRAINING_DAG, run["dag_run_id"])}
+    evaluated = client.request(
+        "GET", f"/api/v2/dags/{TRAINING_DAG}/dagRuns/{run['dag_run_id']}/taskInstances/evaluate_and_gate/xcomEntries/"
+               "return_value")
+    return {"state": final["state"], "tasks": tasks, "gate": (evaluated.get("value") or [{}])[0]}
+
+
+def registry_summary(tracking_uri: str, model: str) -> str:
+    from mlflow import MlflowClient
+
+    try:
+        aliases = MlflowClient(tracking_uri=tracking_uri).get_registered_model(model).aliases
+    except Exception as exc:  # noqa: BLE001 - a summary line, not a failure
+        return f"  registry: {model} not readable ({type(exc).__name__})"
+    return f"  registry: {model} " + ", ".join(f"{alias} -> v{version}" for alias, version in sorted(aliases.items()))
+
+
 def lake_summary(lake_root: str, first: dt.date, last: dt.date) -> list[str]:
     from jobs.lake import Lake, raw_key
 
@@ -162,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     config = stack.config
     client = stack.client()
-    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG, FEATURES_DAG], timeout=300)
+    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG, FEATURES_DAG, TRAINING_DAG], timeout=300)
 
     started = time.monotonic()
     publish_run = deliver(client, first, args.days)
@@ -177,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = wait_for_runs(client, INGEST_DAG, lambda c: ingest_runs(c, first, last), days, args.timeout, started)
     feature_runs = wait_for_runs(client, FEATURES_DAG, lambda c: features_runs(c, first, last), days,
                                  args.timeout, started)
+    training = train(client, args.timeout)
     elapsed = time.monotonic() - started
 
     states = Counter(run["state"] for run in runs)
@@ -188,20 +217,29 @@ def main(argv: list[str] | None = None) -> int:
           f"{states['success']} run(s) succeeded, {len(failed)} failed{(': ' + ', '.join(failed)) if failed else ''}")
     print(f"Features: {len(feature_runs) - len(failed_features)} {FEATURES_DAG} run(s) succeeded, "
           f"{len(failed_features)} failed{(': ' + ', '.join(failed_features)) if failed_features else ''}")
+    gate = training["gate"]
+    verdict = ("passed: promoted to champion" if training["tasks"].get("promote") == "success"
+               else "rejected: " + "; ".join(gate.get("reasons", [])[:2]) if gate else training["state"])
+    print(f"Training: {TRAINING_DAG} {training['state']}; candidate v{gate.get('model_version', '?')} "
+          f"ROC AUC {gate.get('roc_auc') or float('nan'):.3f} on the holdout; gate {verdict}")
     print("\n".join(lake_summary(config.lake_root, first, last)))
+    print(registry_summary(config.mlflow_url, "flight_delay"))
     print()
     print(f"Airflow UI + REST API  {config.airflow_url}   login {user} / {password}")
     print(f"MLflow                 {config.mlflow_url}")
     print(f"Lake                   {config.lake_root}")
     print(f"Spark Connect          {config.spark_remote} (the Spark steps' sessions)")
     print(f"Validation reports     {config.airflow_url}/pipeline/reports/validation/ (Browse > Pipeline reports)")
+    if gate.get("model_version"):
+        print(f"Model card             {config.airflow_url}/pipeline/reports/training/flight_delay/"
+              f"version={gate['model_version']}/model_card.html")
     print()
     print("Try a bad delivery: trigger replay_publisher with")
     print(f'  {{"start": "{last}", "feeds": ["schedule"], "corrupt": "duplicates"}}')
     print(f"then clear flights_ingest > {last} > schedule.validate_and_publish: it fails red naming the")
     print("duplicated flights, quarantines the file and keeps the good raw partition. Trigger again with")
     print('"redeliver": true (and no corruption), clear the task: it publishes. `make stop` stops everything.')
-    return 0 if not failed and not failed_features else 1
+    return 0 if not failed and not failed_features and training["state"] == "success" else 1
 
 
 if __name__ == "__main__":
