@@ -15,10 +15,10 @@ import datetime as dt
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.gate import GatePolicy
 
@@ -115,6 +115,17 @@ _CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$"
 _JVM_SIZE = r"^[0-9]+[kmgt]$"
 
 
+def _spark_properties(conf: dict[str, str]) -> dict[str, str]:
+    bad = sorted(key for key in conf if not key.startswith("spark."))
+    if bad:
+        raise ValueError(f"not Spark properties (must start with 'spark.'): {bad}")
+    return conf
+
+
+# A map of spark.* properties (a typo'd prefix is an error, not a silently ignored key).
+SparkConf = Annotated[dict[str, str], AfterValidator(_spark_properties)]
+
+
 def _cpus(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
@@ -158,15 +169,8 @@ class SparkApplicationSettings(_Strict):
     # How long the Spark operator keeps a finished application (driver pod and its logs).
     time_to_live_s: int = Field(gt=0)
     # Extra spark.* properties given to spark-submit.
-    conf: dict[str, str] = {}
+    conf: SparkConf = {}
 
-    @field_validator("conf")
-    @classmethod
-    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
-        bad = sorted(key for key in conf if not key.startswith("spark."))
-        if bad:
-            raise ValueError(f"not Spark properties (must start with 'spark.'): {bad}")
-        return conf
 
     @property
     def template_path(self) -> Path:
@@ -254,15 +258,8 @@ class SparkSettings(_Strict):
     shuffle_partitions: int = Field(default=4, gt=0)
     ui_enabled: bool = False
     # Any other spark.* property, passed through as is.
-    conf: dict[str, str] = {}
+    conf: SparkConf = {}
 
-    @field_validator("conf")
-    @classmethod
-    def _spark_keys(cls, conf: dict[str, str]) -> dict[str, str]:
-        bad = sorted(key for key in conf if not key.startswith("spark."))
-        if bad:
-            raise ValueError(f"not Spark properties (must start with 'spark.'): {bad}")
-        return conf
 
 
 class FeatureSettings(_Strict):

@@ -47,9 +47,9 @@ def _say(message: str) -> None:
 def deliver(client: AirflowClient, first: dt.date, days: int) -> dict[str, Any]:
     client.unpause(PUBLISH_DAG)
     run = client.trigger(
-        PUBLISH_DAG, conf={"start": first.isoformat(), "days": days}, logical_date=first,
+        PUBLISH_DAG, conf={"start": first.isoformat(), "days": days}, logical_date=None,
         note="make demo: deliver the demo window into landing",
-    ) if not _existing_success(client, PUBLISH_DAG, first) else None
+    ) if not _existing_success(client, PUBLISH_DAG, first, days) else None
     if run is None:
         _say(f"{PUBLISH_DAG}: already delivered {first} (+{days - 1} days)")
         return {"state": "success"}
@@ -57,9 +57,11 @@ def deliver(client: AirflowClient, first: dt.date, days: int) -> dict[str, Any]:
     return client.wait_for_run(PUBLISH_DAG, run["dag_run_id"], timeout=900, echo=None)
 
 
-def _existing_success(client: AirflowClient, dag_id: str, logical_date: dt.date) -> bool:
+def _existing_success(client: AirflowClient, dag_id: str, logical_date: dt.date, days: int) -> bool:
+    """A successful delivery run from `logical_date` that covered at least `days` days."""
     for run in client.list_runs(dag_id, state="success", limit=100):
-        if run.get("logical_date", "").startswith(logical_date.isoformat()):
+        conf = run.get("conf") or {}
+        if conf.get("start") == logical_date.isoformat() and int(conf.get("days") or 0) >= days:
             return True
     return False
 
