@@ -1,0 +1,46 @@
+"""jobs.train's request checks and validation split (the training itself: tests/unit/test_model.py and the
+integration test through Airflow and MLflow)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from jobs.train import main, split_validation
+from jobs.training_set import LABEL, TrainingSetError
+
+WINDOW = ["--start", "2013-01-01", "--end", "2013-02-28", "--holdout-start", "2013-03-01", "--holdout-end",
+          "2013-03-07"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--start", "2013-02-01", "--end", "2013-01-01", "--holdout-start", "2013-03-01", "--holdout-end",
+      "2013-03-07"], "training window ends (2013-01-01) before it starts (2013-02-01)"),
+    (["--start", "2013-01-01", "--end", "2013-03-03", "--holdout-start", "2013-03-01", "--holdout-end",
+      "2013-03-07"], "overlaps training"),
+    ([*WINDOW, "--epochs", "0"], "--epochs must be positive"),
+    ([*WINDOW, "--learning-rate", "2"], "--learning-rate must be in (0, 1)"),
+    ([*WINDOW, "--family", "xgboost"], "invalid choice: 'xgboost'"),
+])
+def test_bad_requests_exit_2_naming_the_problem(args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _days(first: dt.date, n: int, rows: int = 10) -> pd.DataFrame:
+    dates = [first + dt.timedelta(days=i) for i in range(n) for _ in range(rows)]
+    return pd.DataFrame({"flight_date": dates, LABEL: [i % 2 for i in range(len(dates))]})
+
+
+def test_the_last_days_of_the_window_validate():
+    fit, valid = split_validation(_days(dt.date(2013, 1, 1), 20), validation_days=7)
+    assert fit["flight_date"].max() == dt.date(2013, 1, 13)
+    assert sorted(set(valid["flight_date"])) == [dt.date(2013, 1, d) for d in range(14, 21)]
+
+
+def test_a_window_too_short_to_validate_is_rejected():
+    with pytest.raises(TrainingSetError, match="too short to hold out 7 validation days"):
+        split_validation(_days(dt.date(2013, 1, 1), 5), validation_days=7)
