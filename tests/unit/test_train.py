@@ -44,3 +44,12 @@ def test_the_last_days_of_the_window_validate():
 def test_a_window_too_short_to_validate_is_rejected():
     with pytest.raises(TrainingSetError, match="too short to hold out 7 validation days"):
         split_validation(_days(dt.date(2013, 1, 1), 5), validation_days=7)
+
+
+def test_mlflow_unreachable_fails_naming_the_tracking_uri_before_any_work(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    assert main(WINDOW) == 1  # not 3: Airflow retries it with backoff
+    err = capsys.readouterr().err
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in err
+    assert not (tmp_path / "lake").exists(), "nothing was read or written before MLflow answered"
