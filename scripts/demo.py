@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     failed_features = sorted(run["partition_key"][:10] for run in feature_runs if run["state"] != "success")
     user, password = stack.admin_credentials()
     print()
-    print(f"Ingested {first}..{last} through Airflow in {elapsed / 60:.1f} min: "
+    print(f"Ran {first}..{last} through Airflow in {elapsed / 60:.1f} min. Ingestion: "
           f"{states['success']} run(s) succeeded, {len(failed)} failed{(': ' + ', '.join(failed)) if failed else ''}")
     print(f"Features: {len(feature_runs) - len(failed_features)} {FEATURES_DAG} run(s) succeeded, "
           f"{len(failed_features)} failed{(': ' + ', '.join(failed_features)) if failed_features else ''}")
