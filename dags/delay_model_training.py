@@ -154,7 +154,8 @@ with DAG(
         task_id="approve",
         subject=f"Promote {settings().mlflow.model_name} version {version} to champion?",
         body=("The gate passed: {{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['reasons'] | join('; ') }}.\n\n"
-              "Model card: {{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['model_card_uri'] }}"),
+              "Model card: {{ conf.get('api', 'base_url') }}/pipeline/"
+              "{{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['model_card_key'] }}"),
         response_timeout=dt.timedelta(days=3),
     )
     skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")

@@ -228,7 +228,7 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
              lake.uri(f"{key}/model_card.html"))
     return {"model_version": version, "passed": decision.passed, "reasons": decision.reasons,
             "champion_version": champion_version, "roc_auc": scored["candidate"]["metrics"]["roc_auc"],
-            "model_card_uri": lake.uri(f"{key}/model_card.html")}
+            "model_card_uri": lake.uri(f"{key}/model_card.html"), "model_card_key": f"{key}/model_card.html"}
 
 
 def main(argv: list[str] | None = None) -> int:
