@@ -121,6 +121,8 @@ __all__ = [
 DATASET = "flights"
 HISTORY_WINDOWS = (7, 28)  # days before the flight date; the column names carry them
 HISTORY_KEYS = ("carrier", "origin", "route", "tailnum")
+# The most dates one Spark pass builds; a longer range runs as several passes in one session.
+RANGE_PASS_DAYS = 31
 DELAYED_MINUTES = 15  # DESIGN.md's target: is_delayed = arr_delay >= 15
 WEATHER_MEASUREMENTS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure",
                         "visib")
@@ -765,9 +767,12 @@ def compute_features(
                                              meta.get("missing_inputs", []), meta.get("outcome_days_read", 0),
                                              meta.get("outcome_days_missing", 0), 0.0)
     todo = [d for d in dates if d not in results]
-    if todo:
-        for result in _build(lake, todo, settings, spark, lookback_days, params, schema):
-            results[dt.date.fromisoformat(result.ds)] = result
+    # A long range goes through in month-sized passes of the same session: each pass collects
+    # its features to the driver to write them, which must fit a default (1g) driver.
+    for start in range(0, len(todo), RANGE_PASS_DAYS):
+        for result in _build(lake, todo[start:start + RANGE_PASS_DAYS], settings, spark, lookback_days, params,
+                             schema):
+            results[dt.date.fromisoformat(result.ds)] = result  # (later passes reuse the session: getOrCreate)
     return [results[d] for d in dates]
 
 

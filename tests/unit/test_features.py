@@ -376,3 +376,16 @@ def test_a_missing_schedule_exits_2_naming_the_partition(tmp_path, monkeypatch, 
     assert lake.uri(raw_key("schedule", "2013-03-01")) in captured.err
     assert parse_results(captured.out) == []
     assert not lake.partition_exists(features_key("2013-03-01"))
+
+
+def test_a_long_range_runs_in_passes_with_the_same_features(spark, raw_lake, monkeypatch):
+    from jobs import features as features_module
+
+    settings = load_settings("local")
+    one_pass = compute_features(raw_lake, FIRST, 3, settings=settings, spark=spark, force=True)
+    frames = {r.ds: raw_lake.read_partition(features_key(r.ds)) for r in one_pass}
+    monkeypatch.setattr(features_module, "RANGE_PASS_DAYS", 1)
+    passes = compute_features(raw_lake, FIRST, 3, settings=settings, spark=spark, force=True)
+    assert [(r.ds, r.fingerprint, r.rows) for r in passes] == [(r.ds, r.fingerprint, r.rows) for r in one_pass]
+    for ds, frame in frames.items():
+        pd.testing.assert_frame_equal(raw_lake.read_partition(features_key(ds)), frame)
