@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import io
 import os
 import signal
 import socket
@@ -59,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from bench.realdata import raw_frames
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,25 +71,6 @@ REFERENCE_BYTES_PER_FLIGHT = 3_400  # measured: 10.7 GiB peak for the 3.37M flig
 
 
 # Input frames ----------------------------------------------------------------------------
-def raw_frames(first: dt.date, last: dt.date) -> dict[str, pd.DataFrame]:
-    """Raw-zone frames (all raw columns) of every feed for flight dates first..last, and the planes table."""
-    from jobs.features import read_planes
-    from jobs.feeds import COLUMNS, SOURCE_TABLE
-    from jobs.publish import source_table
-    from jobs.validation import CSV_OPTIONS, FLIGHT_DATE, to_raw_dtypes
-
-    frames = {}
-    for feed in ("schedule", "weather", "flights"):
-        table = source_table(SOURCE_TABLE[feed])
-        rows = table[(table["_date"] >= first) & (table["_date"] <= last)]
-        data = rows[list(COLUMNS[feed])].to_csv(index=False).encode("utf-8")
-        frame = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
-        frame[FLIGHT_DATE] = [d.isoformat() for d in rows["_date"]]
-        frames[feed] = to_raw_dtypes(frame, feed)
-    frames["planes"] = read_planes(source_table("planes").to_csv(index=False).encode("utf-8"))
-    return frames
-
-
 def feature_inputs(raw: dict[str, pd.DataFrame], first: dt.date, last: dt.date) -> dict[str, pd.DataFrame]:
     """What the features of first..last read: their schedules and weather, the outcomes before `last`."""
     from jobs.features import HISTORY_WINDOWS, INPUT_COLUMNS

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import io
 import statistics
 import tempfile
 import time
@@ -40,30 +39,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.realdata import raw_frames
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_POINTS = "reference points: HGB 0.730, logistic regression 0.709, plain embedding MLP 0.714-0.717"
 
 
 # Data --------------------------------------------------------------------------------------
-def raw_frames(first: dt.date, last: dt.date) -> dict[str, pd.DataFrame]:
-    """Raw-zone frames of every feed for flight dates first..last (good deliveries), and the planes table."""
-    from jobs.features import read_planes
-    from jobs.feeds import COLUMNS, SOURCE_TABLE
-    from jobs.publish import source_table
-    from jobs.validation import CSV_OPTIONS, FLIGHT_DATE, to_raw_dtypes
-
-    frames = {}
-    for feed in ("schedule", "weather", "flights"):
-        table = source_table(SOURCE_TABLE[feed])
-        rows = table[(table["_date"] >= first) & (table["_date"] <= last)]
-        data = rows[list(COLUMNS[feed])].to_csv(index=False).encode("utf-8")
-        frame = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
-        frame[FLIGHT_DATE] = [d.isoformat() for d in rows["_date"]]
-        frames[feed] = to_raw_dtypes(frame, feed)
-    frames["planes"] = read_planes(source_table("planes").to_csv(index=False).encode("utf-8"))
-    return frames
-
-
 def labelled_features(first: dt.date, last: dt.date, cache: Path) -> pd.DataFrame:
     """Feature rows of flights first..last with `arr_delay` and `is_delayed`; cancelled flights dropped."""
     from jobs.features import FeatureParams
