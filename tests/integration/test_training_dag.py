@@ -6,7 +6,9 @@ as the issue asks:
 2. a deliberately worse run (a two-day window, one epoch) is rejected by the gate: it stays
    `challenger` and the champion is unchanged;
 3. `delay_model_rollback` cannot roll back without a `previous`; after an operator promotes
-   the challenger by hand, one trigger moves `champion` back, recording why.
+   the challenger by hand, one trigger moves `champion` back, recording why;
+4. a champion whose artifact is missing is reported by the evaluation, and the gate follows
+   `gate.without_champion` (here: reject).
 MLflow runs on SQLite here; the registry steps run again against an MLflow server on
 PostgreSQL when 127.0.0.1:5432 answers. The gate's floor is lowered for twelve days of data (the policy is
 settings: PIPELINE__GATE__AUC_FLOOR), nothing else is changed.
@@ -70,7 +72,7 @@ def _train(runner: AirflowRunner, logical_date: str, conf: dict) -> tuple[str, d
     return runner.dags_test("delay_model_training", logical_date, conf)
 
 
-def _training_cycle(runner: AirflowRunner, tracking_uri: str) -> None:
+def _training_cycle(runner: AirflowRunner, tracking_uri: str, artifacts_dir=None) -> None:
     client = MlflowClient(tracking_uri=tracking_uri)
 
     # 1. The first model (the HGB family: strong on twelve days) becomes champion.
@@ -118,10 +120,26 @@ def _training_cycle(runner: AirflowRunner, tracking_uri: str) -> None:
     assert _aliases(client) == {"champion": "1", "challenger": "2", "previous": "2"}
     assert "bad predictions" in client.get_model_version(MODEL, "2").tags["rollback_reason"]
 
+    # 4. The champion's artifact goes missing: evaluation reports it, and the policy decides.
+    if artifacts_dir is not None:
+        import shutil
+
+        model_id = client.get_model_version(MODEL, "1").source.rsplit("/", 1)[-1]  # models:/m-...
+        (gone,) = [p for p in artifacts_dir.rglob(model_id) if p.is_dir()]
+        shutil.rmtree(gone)
+        evaluated = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--version", "2"],
+                                   env={**runner.env, "PIPELINE__GATE__WITHOUT_CHAMPION": "reject"},
+                                   capture_output=True, text=True, timeout=300)
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        result = json.loads(evaluated.stdout.split("STEP_RESULT ", 1)[1].splitlines()[0])
+        assert not result["passed"]
+        assert any("champion version 1 could not be scored" in r for r in result["reasons"]), result["reasons"]
+        assert _aliases(client)["champion"] == "1", "evaluation never moves an alias"
+
 
 def test_training_cycle_with_mlflow_on_sqlite(tmp_path, lake_with_features):
     with mlflow_server(tmp_path / "mlflow") as url:
-        _training_cycle(_runner(tmp_path / "airflow", lake_with_features, url), url)
+        _training_cycle(_runner(tmp_path / "airflow", lake_with_features, url), url, tmp_path / "mlflow" / "artifacts")
 
 
 @pytest.mark.postgres
