@@ -1,6 +1,6 @@
 """Airflow plugin: the lake's reports, served inside the Airflow UI.
 
-Validation Data Docs (and, later, drift and training reports) are written to the
+Validation Data Docs, model cards (and, later, drift reports) are written to the
 lake under `reports/`, which may be a local folder or S3, where a browser cannot
 open them. This plugin mounts a small FastAPI app on the API server at
 `/pipeline` that reads them through the same lake module the jobs use, adds a
@@ -85,6 +85,19 @@ class ValidationReportLink(BaseOperatorLink):
         return f"{URL_PREFIX}/reports/validation/{feed}/"
 
 
+class ModelCardsLink(BaseOperatorLink):
+    """From a training run's evaluate-and-gate task to the model cards of the model."""
+
+    name = "Model cards"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.task_id != "evaluate_and_gate":
+            return ""
+        from jobs.settings import get_settings
+
+        return f"{URL_PREFIX}/reports/training/{get_settings().mlflow.model_name}/"
+
+
 class PipelineReportsPlugin(AirflowPlugin):
     name = "pipeline_reports"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Pipeline reports"}]
@@ -97,4 +110,4 @@ class PipelineReportsPlugin(AirflowPlugin):
             "url_route": "pipeline_reports",
         }
     ]
-    global_operator_extra_links = [ValidationReportLink()]
+    global_operator_extra_links = [ValidationReportLink(), ModelCardsLink()]

@@ -64,3 +64,15 @@ def test_validation_link_only_on_validate_tasks():
     link = pipeline_reports.ValidationReportLink()
     assert link.get_link(None, ti_key=Key("weather.validate_and_publish")) == "/pipeline/reports/validation/weather/"
     assert link.get_link(None, ti_key=Key("weather.wait_for_landing")) == ""
+
+
+def test_model_cards_link_only_on_the_gate_task():
+    class Key:
+        def __init__(self, task_id):
+            self.task_id = task_id
+
+    link = pipeline_reports.ModelCardsLink()
+    assert link.get_link(None, ti_key=Key("evaluate_and_gate")) == "/pipeline/reports/training/flight_delay/"
+    assert link.get_link(None, ti_key=Key("train")) == ""
+    assert {type(x).__name__ for x in pipeline_reports.PipelineReportsPlugin.global_operator_extra_links} == {
+        "ValidationReportLink", "ModelCardsLink"}
