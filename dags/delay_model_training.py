@@ -96,12 +96,9 @@ with DAG(
         from jobs.lake import Lake
         from jobs.training_set import last_labelled_date, resolve_windows
 
+        # Types and ranges (epochs >= 1, ...) are the Params' JSON schema's: checked at trigger time.
         params = params or {}
         problems = []
-        if params.get("epochs", 1) < 1:
-            problems.append(f"epochs must be positive, not {params.get('epochs')}")
-        if params.get("batch_size", 1) < 1:
-            problems.append(f"batch_size must be positive, not {params.get('batch_size')}")
         # A scheduled run for week W may only use labels that had arrived by then.
         cap = None
         if dag_run is not None and getattr(dag_run, "run_type", "") == "scheduled" and data_interval_end:
