@@ -36,10 +36,10 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import DAG, Param, PartitionedAssetTimetable, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from common.assets import features_asset, raw_asset
 from common.config import default_args, settings, start_date
+from common.dates import range_params, resolve_dates
 from common.sensors import LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.lake import raw_key
@@ -58,29 +58,6 @@ def features_asset_event(result: dict[str, Any]):
     return features_asset(), result["ds"], extra
 
 
-def resolve_dates(partition_key: str | None, params: dict[str, Any], first_date: dt.date,
-                  last_date: dt.date) -> tuple[dt.date, int]:
-    """(first flight date, days) of a run: its partition key, else the trigger form's start/end."""
-    def parse(value: str, what: str) -> dt.date:
-        try:
-            return dt.date.fromisoformat(str(value)[:10])
-        except ValueError:
-            raise AirflowFailException(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
-
-    if partition_key:
-        first = last = parse(partition_key, "partition key")
-    elif params.get("start"):
-        first = parse(params["start"], "start")
-        last = parse(params.get("end") or params["start"], "end")
-    else:
-        raise AirflowFailException("no flight date: trigger with a partition key (a flight date) or with start/end")
-    if last < first:
-        raise AirflowFailException(f"end {last} is before start {first}")
-    if first < first_date or last > last_date:
-        raise AirflowFailException(f"{first}..{last} is outside the source's flight dates {first_date}..{last_date}")
-    return first, (last - first).days + 1
-
-
 with DAG(
     dag_id=DAG_ID,
     description="Spark: point-in-time features of a flight date from its schedule, forecast and earlier outcomes.",
@@ -92,10 +69,7 @@ with DAG(
     default_args=default_args(),
     tags=["features", "spark", "lake"],
     params={
-        "start": Param(None, type=["null", "string"], format="date", title="First flight date",
-                       description="Manual runs without a partition key: first flight date to build."),
-        "end": Param(None, type=["null", "string"], format="date", title="Last flight date",
-                     description="Last flight date (default: start). The range is built in one Spark pass."),
+        **range_params("build"),
         "force": Param(False, type="boolean", title="Rebuild unchanged",
                        description="Rebuild dates whose inputs, code and settings have not changed."),
     },

@@ -3,8 +3,10 @@
 The same CLI runs in a terminal, as a subprocess of an Airflow worker, or in a
 Kubernetes pod, so the contract is plain:
 - exit 0: done; exit 3: the input was rejected (data problem: retrying cannot
-  help, so the task fails without retries); exit 2: bad usage or missing input;
-  anything else: an unexpected error (retried with backoff).
+  help, so the task fails without retries); exit 4: nothing to do (no champion
+  to score with, no partition to read: the task is skipped, its log says why);
+  exit 2: bad usage or missing input; anything else: an unexpected error
+  (retried with backoff).
 - one line `STEP_RESULT {json}` per result on stdout: references (URIs, counts,
   warnings), never data. In a pod, the last results also go to
   /airflow/xcom/return.json for KubernetesPodOperator's XCom sidecar, and a
@@ -20,6 +22,8 @@ from typing import Any
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
+EXIT_SKIPPED = 4
+SKIP_PREFIX = "SKIPPED "  # the line a skipping step prints first: the task's skip message
 
 RESULT_PREFIX = "STEP_RESULT "
 XCOM_FILE = Path(os.environ.get("PIPELINE_XCOM_FILE", "/airflow/xcom/return.json"))

@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.gate import GatePolicy
+from jobs.retrain import RetrainPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -280,6 +281,19 @@ class FeatureSettings(_Strict):
         return path if path.is_absolute() else CONFIG_DIR / path
 
 
+class MonitoringSettings(_Strict):
+    """Scoring and monitoring (jobs/score.py, jobs/monitor.py); see config/settings.yaml."""
+
+    experiment: str = Field(min_length=1)
+    label_lag_days: int = Field(ge=0, le=30)
+    performance_window_days: int = Field(gt=0, le=90)
+    reference_rows: int = Field(ge=100)
+    max_rows_per_side: int = Field(ge=100)
+    stratify_by: str = Field(min_length=1)
+    sample_seed: int = Field(ge=0)
+    drift_share: float = Field(gt=0.0, le=1.0)
+
+
 class Settings(_Strict):
     env: str
     lake: LakeSettings
@@ -293,6 +307,8 @@ class Settings(_Strict):
     features: FeatureSettings
     training: TrainingSettings
     gate: GatePolicy
+    monitoring: MonitoringSettings
+    retraining: RetrainPolicy
 
     @property
     def lake_root(self) -> str:

@@ -113,6 +113,26 @@ def _log_lineage(lake: Lake, training_set: TrainingSet, train: "pd.DataFrame") -
                        "training_set_sha256": training_set.content_sha256["train"][:16]})
 
 
+def _log_reference(train: "pd.DataFrame", trained: Any, settings: "Settings") -> None:
+    """The model's drift reference (jobs/drift.py) in its run, where monitoring finds it."""
+    import tempfile
+
+    import mlflow
+
+    from jobs.drift import REFERENCE_ARTIFACT, reference_sample
+
+    reference, info = reference_sample(train, trained, settings.monitoring.reference_rows,
+                                       settings.monitoring.sample_seed)
+    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory(prefix="reference-") as staging:
+        path = Path(staging) / name
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=folder)
+    mlflow.log_params({"reference_rows": info["rows"], "reference_of_rows": info["of_rows"]})
+    log.info("drift reference: %d of %d training rows (stratified by flight date) -> %s", info["rows"],
+             info["of_rows"], REFERENCE_ARTIFACT)
+
+
 def _curve_logger(prefix: str = ""):
     import mlflow
 
@@ -176,6 +196,7 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
                             "samples_per_s": candidate.samples_per_s, "best_epoch": candidate.best_epoch})
         mlflow.set_tag("device", candidate.device)
         info = models.log_model(candidate, "model", fit.head(20))
+        _log_reference(train, candidate, settings)
         version = mlflow.register_model(info.model_uri, name, tags={"run_id": run.info.run_id,
                                                                     "training_set": training_set.set_id,
                                                                     "reason": request.reason or "(none given)"})

@@ -25,3 +25,7 @@ def raw_asset(feed: str) -> Asset:
 
 def features_asset() -> Asset:
     return Asset(name="features_flights", uri=_dataset_uri("features/flights"), group="lake")
+
+
+def predictions_asset() -> Asset:
+    return Asset(name="predictions_flight_delay", uri=_dataset_uri("predictions/flight_delay"), group="lake")

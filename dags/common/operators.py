@@ -1,8 +1,9 @@
 """Operators that run one pipeline step (`python -m jobs.<step> ...`) in either runner.
 
-Both share the contract of jobs/results.py: exit 3 means the step rejected its
+All share the contract of jobs/results.py: exit 3 means the step rejected its
 input, which no retry can fix, so the task fails at once (StepRejected is an
-AirflowFailException); other failures retry with backoff. Each `STEP_RESULT`
+AirflowFailException); exit 4 means there was nothing to do, and the task is
+skipped with the step's reason; other failures retry with backoff. Each `STEP_RESULT`
 line becomes part of the task's XCom (references only) and, through
 `asset_events`, an Asset event with the flight date as its partition key.
 """
@@ -20,7 +21,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from common.config import REPO_ROOT
-from jobs.results import EXIT_REJECTED, parse_results
+from jobs.results import EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, parse_results
 
 # (asset, partition key, extra) for one step result; None: no event for it.
 AssetEventFn = Callable[[dict[str, Any]], "tuple[Asset, str, dict[str, Any]] | None"]
@@ -31,6 +32,14 @@ _LEVELS = {"WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": loggi
 
 class StepRejected(AirflowFailException):
     """The step rejected its input (a data problem): fail now, do not retry."""
+
+
+def raise_for_exit_code(step: str, code: int | None, message: str) -> None:
+    """The task outcome of a step's exit code that is not a plain failure: rejected (no retry) or skipped."""
+    if code == EXIT_REJECTED:
+        raise StepRejected(f"jobs.{step} rejected its input:\n{message}")
+    if code == EXIT_SKIPPED:
+        raise AirflowSkipException(f"jobs.{step}: nothing to do: {message}")
 
 
 class StepResultsMixin:
@@ -113,8 +122,10 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
             level = _LEVELS.get(line.split(" ", 1)[0], logging.INFO)
             self.log.log(level, "%s", line)
         code = self._process.wait()
-        if code == EXIT_REJECTED:
-            raise StepRejected(f"jobs.{self.step} rejected its input:\n" + _problem_lines(output))
+        if code == EXIT_SKIPPED:
+            raise_for_exit_code(self.step, code, "\n".join(line[len(SKIP_PREFIX):] for line in output
+                                                           if line.startswith(SKIP_PREFIX)) or _problem_lines(output))
+        raise_for_exit_code(self.step, code, _problem_lines(output))
         if code != 0:
             raise AirflowException(f"jobs.{self.step} exited with code {code}:\n" + _problem_lines(output))
         return self.publish_results(context, parse_results("\n".join(output)))

@@ -10,8 +10,7 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk.exceptions import AirflowException
 
-from common.operators import AssetEventFn, StepRejected, StepResultsMixin, container_exit_code
-from jobs.results import EXIT_REJECTED
+from common.operators import AssetEventFn, StepResultsMixin, container_exit_code, raise_for_exit_code
 
 
 class PodStepOperator(StepResultsMixin, KubernetesPodOperator):
@@ -31,6 +30,9 @@ class PodStepOperator(StepResultsMixin, KubernetesPodOperator):
         try:
             super().cleanup(pod, remote_pod, xcom_result, context)
         except AirflowException as exc:
-            if container_exit_code(remote_pod, self.base_container_name) == EXIT_REJECTED:
-                raise StepRejected(f"jobs.{self.step} rejected its input: {exc}") from exc
+            code = container_exit_code(remote_pod, self.base_container_name)
+            try:
+                raise_for_exit_code(self.step, code, str(exc))
+            except AirflowException as outcome:  # rejected or skipped, with the pod's message
+                raise outcome from exc
             raise

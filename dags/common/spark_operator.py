@@ -33,11 +33,11 @@ from kubernetes.client import models as k8s
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 from airflow.providers.cncf.kubernetes.utils.container import get_container_termination_message
 from airflow.providers.cncf.kubernetes.utils.pod_manager import PodPhase
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from common.config import settings, step_env
-from common.operators import AssetEventFn, StepRejected, StepResultsMixin, container_exit_code
-from jobs.results import EXIT_REJECTED
+from common.operators import AssetEventFn, StepRejected, StepResultsMixin, container_exit_code, raise_for_exit_code
+from jobs.results import EXIT_REJECTED, EXIT_SKIPPED
 
 # Steps that run as Spark applications with the kubernetes runner; every other step runs in a pod.
 SPARK_STEPS = frozenset({"features", "training_set", "score"})
@@ -128,7 +128,7 @@ class SparkStepOperator(StepResultsMixin, SparkKubernetesOperator):
         try:
             super().execute(context)
         except AirflowException as exc:
-            if not isinstance(exc, StepRejected):
+            if not isinstance(exc, (StepRejected, AirflowSkipException)):
                 self._raise_if_rejected(exc)
             raise
         finally:
@@ -145,11 +145,16 @@ class SparkStepOperator(StepResultsMixin, SparkKubernetesOperator):
         return list(read(self.step_arguments(), started_at))
 
     def _raise_if_rejected(self, exc: AirflowException) -> None:
-        """StepRejected if the driver exited with EXIT_REJECTED; the application is kept, so its pod is there."""
+        """StepRejected (exit 3) or a skip (exit 4), from the driver's exit code; a failed application is
+        kept, so its pod is there."""
         driver = self._driver_pod()
-        if container_exit_code(driver, self.BASE_CONTAINER_NAME) == EXIT_REJECTED:
-            message = get_container_termination_message(driver, self.BASE_CONTAINER_NAME) or exc
-            raise StepRejected(f"jobs.{self.step} rejected its input: {message}") from exc
+        code = container_exit_code(driver, self.BASE_CONTAINER_NAME)
+        if code in (EXIT_REJECTED, EXIT_SKIPPED):
+            message = get_container_termination_message(driver, self.BASE_CONTAINER_NAME) or str(exc)
+            try:
+                raise_for_exit_code(self.step, code, message)
+            except AirflowException as outcome:
+                raise outcome from exc
 
     def _driver_pod(self) -> k8s.V1Pod | None:
         """The driver pod as the API server has it now, or None (never created, or unreadable)."""

@@ -1,0 +1,102 @@
+"""
+### delay_model_monitoring
+
+Every day **D** (at 03:00 UTC, after ingestion, features and scoring of D), watch the serving
+model and retrain when the world has moved (`python -m jobs.monitor --ds D`):
+
+| task | does |
+| --- | --- |
+| `training_state` | is a `delay_model_training` run queued or running? (then no new trigger) |
+| `wait_for_predictions` | waits (soft, reschedule mode) for D's predictions; without them the run goes on and marks prediction drift `missing` |
+| `monitor` | Evidently data drift of D's features and prediction drift of D's scores against the champion's training reference; served ROC AUC, precision, recall and calibration of the days whose outcomes have arrived (D-1 and the window before it); the retraining decision |
+| `retrain_decision` | logs the decision and its reason; branches |
+| `trigger_retraining` | triggers `delay_model_training` with `conf`: the reason, the evidence and the windows |
+| `no_retraining` | the decision was no (the reason is in the `monitor` and `retrain_decision` logs) |
+
+**The policy** (`retraining:` in settings, jobs/retrain.py): retrain when dataset drift
+persists for `drift_days` days or the served AUC falls under `served_auc_floor`, but not
+within `cooldown_days` of the last training's data, and not while a training runs. On this
+data a frozen model's AUC wanders with no trend while weather drift tracks what a retrain
+gains, so drift alone can start one.
+
+**Where to look**: the reports (**Browse > Pipeline reports > drift**, or the `monitor`
+task's "Drift report" link), the MLflow experiment `flight_delay_monitoring` (one run per
+champion version; its metrics plot the daily trend), and the `summary.json` of each day with
+the decision. No champion or no features for D: `monitor` is *skipped* with the reason.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, CronTriggerTimetable, XComArg, task
+
+from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.sensors import LakeObjectSensor
+from common.steps import pipeline_step
+from jobs.score import predictions_key
+
+DAG_ID = "delay_model_monitoring"
+TRAINING_DAG_ID = "delay_model_training"
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Evidently drift + served performance of flight_delay@champion; triggers retraining on policy.",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable(schedule_cron(DAG_ID), timezone="UTC"),
+    start_date=start_date(),
+    end_date=end_date(),
+    catchup=False,
+    # Days in order: each decision reads the verdicts of the days before it.
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["monitoring", "evidently", "mlflow"],
+) as dag:
+
+    @task
+    def training_state(ds: str | None = None, ti: Any = None) -> list[str]:
+        """The monitor step's arguments for D, with --training-active when a training run is queued or running."""
+        active = ti.get_dr_count(TRAINING_DAG_ID, states=["queued", "running"])
+        print(f"{TRAINING_DAG_ID}: {active} run(s) queued or running")
+        return ["--ds", str(ds)] + (["--training-active"] if active else [])
+
+    state = training_state()
+    wait = LakeObjectSensor(
+        task_id="wait_for_predictions",
+        key=predictions_key("{{ ds }}"),
+        flight_date="{{ ds }}",
+        partition=True,
+        soft_fail=True,
+        doc_md="D's predictions (flights_batch_scoring); on timeout prediction drift is marked missing.",
+    )
+    monitor = pipeline_step(
+        "monitor",
+        step="monitor",
+        arguments=state,
+        trigger_rule="none_failed",
+        doc_md="`python -m jobs.monitor --ds D`: Evidently reports to reports/drift/D/, metrics to MLflow, decision.",
+    )
+
+    @task.branch
+    def retrain_decision(ti: Any = None) -> str:
+        """Where the decision leads; the conf for the training run goes to XCom `retrain_conf`."""
+        result = ti.xcom_pull(task_ids="monitor")[0]
+        print(("RETRAIN " if result["retrain"] else "NO RETRAIN ") + result["decision"])
+        if not result["retrain"]:
+            return "no_retraining"
+        ti.xcom_push(key="retrain_conf", value=result["retrain_conf"])
+        return "trigger_retraining"
+
+    decision = retrain_decision()
+    trigger = TriggerDagRunOperator(
+        task_id="trigger_retraining",
+        trigger_dag_id=TRAINING_DAG_ID,
+        trigger_run_id="monitoring__{{ ds }}",
+        conf=XComArg(decision.operator, key="retrain_conf"),
+        skip_when_already_exists=True,
+        wait_for_completion=False,
+        doc_md="delay_model_training with conf: reason, evidence, windows. One per monitored day at most.",
+    )
+    no_retraining = EmptyOperator(task_id="no_retraining", doc_md="No retraining: the reason is in the logs.")
+    state >> wait >> monitor >> decision >> [trigger, no_retraining]

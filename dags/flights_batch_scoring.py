@@ -1,0 +1,78 @@
+"""
+### flights_batch_scoring
+
+Score the flights of a date **D** before they fly, with the serving model
+(`models:/flight_delay@champion`), in Spark (`python -m jobs.score`):
+`mlflow.pyfunc.spark_udf` feeds the model D's raw feature rows (the model does its own
+preprocessing). Written to `predictions/flight_delay/date={D}/` (flight key, `probability`,
+`predicted_delayed` at `training.decision_threshold`, `model_version`, `model_run_id`,
+`scored_at`), which emits the `predictions_flight_delay` Asset with partition key D.
+
+**When it runs.** On data: one run per flight date, created by the scheduler when
+`features_flights` has an event for that date (a `PartitionedAssetTimetable`), so a
+rebuilt features partition is rescored too.
+
+**Trigger by hand** to rescore, e.g. after promoting or rolling back a model: a partition key
+(one flight date), or `start` and `end` (a range: one Spark pass). A rerun replaces the
+partition.
+
+**Nothing to score** is a *skipped* task, not a failure, and its log says why: no champion
+yet (the first training has not promoted one), or no features partition for D (named).
+A range scores the dates that have features and names the others in the log. A champion
+that cannot be loaded (deleted version, missing artifact) fails at once, naming the version:
+roll back with `delay_model_rollback`.
+
+The alias is resolved once per run: every date of a range is scored by the same version,
+and each partition records which.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import DAG, PartitionedAssetTimetable, task
+
+from common.assets import features_asset, predictions_asset
+from common.config import default_args, settings, start_date
+from common.dates import range_params, resolve_dates
+from common.steps import pipeline_step
+
+DAG_ID = "flights_batch_scoring"
+_data = settings().data
+
+
+def predictions_asset_event(result: dict[str, Any]):
+    """Asset event for a scored date: the partition, its rows and the model that scored it."""
+    if result.get("status") != "written":
+        return None
+    extra = {key: result.get(key) for key in ("predictions_uri", "rows", "model_version", "model_run_id",
+                                              "predicted_delayed_rate")}
+    return predictions_asset(), result["ds"], extra
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Spark + mlflow.pyfunc.spark_udf: score a flight date's flights with flight_delay@champion.",
+    doc_md=__doc__,
+    schedule=PartitionedAssetTimetable(assets=features_asset()),
+    start_date=start_date(),
+    catchup=False,
+    max_active_runs=settings().airflow.max_active_runs.get(DAG_ID, 1),
+    default_args=default_args(),
+    tags=["scoring", "spark", "mlflow", "lake"],
+    params=range_params("score"),
+) as dag:
+
+    @task
+    def flight_dates(params: dict | None = None, partition_key: str | None = None) -> list[str]:
+        """The flight dates of this run, as CLI arguments (wiring only)."""
+        first, days = resolve_dates(partition_key, params or {}, _data.first_flight_date, _data.last_flight_date)
+        return ["--ds", first.isoformat(), "--days", str(days)]
+
+    pipeline_step(
+        "score",
+        step="score",
+        arguments=flight_dates(),
+        outlets=[predictions_asset()],
+        asset_events=predictions_asset_event,
+        doc_md="`python -m jobs.score --ds D --days N`: champion resolved once; predictions partition per date.",
+    )

@@ -1,0 +1,276 @@
+"""Score the flights of flight dates with the serving model, in Spark.
+
+    python -m jobs.score --ds 2013-03-01 [--days N]
+
+1. `models:/flight_delay@champion` is resolved once, at the start, to a version: every date
+   of the run is scored by that version even if the alias moves meanwhile.
+2. The features of each date (`features/flights/date={ds}/`) go through
+   `mlflow.pyfunc.spark_udf` (env manager `local`: the image or venv carries the model's
+   dependencies, pinned in its requirements), which feeds the pyfunc raw feature rows; the
+   model does its own preprocessing.
+3. `predictions/flight_delay/date={ds}/` is replaced atomically (jobs.lake): the flight key,
+   `flight_date`, `probability`, `predicted_delayed` (probability >= the policy's
+   `training.decision_threshold`), `model_version`, `model_run_id` and `scored_at`; the
+   manifest records the model and the features partition it read. A rerun replaces the
+   partition.
+
+Nothing to score is a skip, not a failure (exit 4, jobs/results.py): no champion yet (the
+first training has not promoted one), or no features partition for the date (the message
+names it). A range scores the dates that have features and names the others. A champion
+that cannot be loaded (its version deleted, its artifact missing) is a rejection (exit 3)
+naming the version: no retry fixes it, a rollback or a promotion does.
+
+stdout: one `STEP_RESULT {"ds", "predictions_uri", "rows", "model_version", "model_run_id",
+"predicted_delayed_rate", "mean_probability", "status"}` per date scored.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobs.lake import Lake, PartitionNotFound, partition_key
+from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.settings import Settings
+
+log = logging.getLogger("jobs.score")
+
+PREDICTIONS_DATASET = "flight_delay"
+PROBABILITY = "probability"
+PREDICTED = "predicted_delayed"
+STAMP_COLUMNS = ("model_version", "model_run_id", "scored_at")
+
+
+class NothingToScore(RuntimeError):
+    """No champion, or no features: a skip with its reason."""
+
+
+class ChampionUnusable(RuntimeError):
+    """The champion alias names a version that cannot be served."""
+
+
+def predictions_key(ds: str) -> str:
+    return partition_key("predictions", PREDICTIONS_DATASET, ds)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    name: str
+    version: str
+    run_id: str
+    threshold: float
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_champion(mlflow_client: "MlflowClient", name: str, threshold: float) -> ServingModel:
+    """The version `champion` names now. NothingToScore without one; ChampionUnusable when it is gone."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.registry import CHAMPION
+
+    try:
+        version = mlflow_client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        code = getattr(exc, "error_code", "")
+        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "not found" in str(exc).lower():
+            raise NothingToScore(f"no {name}@{CHAMPION} yet: nothing serves predictions until a training run "
+                                 f"promotes a model ({str(exc)[:200]})") from exc
+        raise
+    if version.status not in (None, "READY"):
+        raise ChampionUnusable(f"{name}@{CHAMPION} is version {version.version}, whose status is {version.status}")
+    return ServingModel(name, str(version.version), version.run_id, threshold)
+
+
+def serving_udf(spark: "SparkSession", model: ServingModel):
+    """The model as a Spark pandas UDF; ChampionUnusable (naming the version) when it cannot be loaded."""
+    import mlflow
+
+    try:
+        return mlflow.pyfunc.spark_udf(spark, model.uri, result_type="double", env_manager="local")
+    except Exception as exc:  # noqa: BLE001 - deleted version, missing artifact, unreadable model alike
+        raise ChampionUnusable(f"{model.name}@champion is version {model.version} (run {model.run_id}), which cannot "
+                               f"be loaded: {type(exc).__name__}: {str(exc)[:300]}. Roll back with "
+                               f"delay_model_rollback or promote another version.") from exc
+
+
+def model_inputs(model_uri: str) -> list[tuple[str, str]]:
+    """(column, MLflow type) of the model's input signature, in order."""
+    from mlflow.models import get_model_info
+
+    schema = get_model_info(model_uri).signature.inputs
+    return [(spec.name, str(spec.type)) for spec in schema.inputs]
+
+
+def score_frame(features: "DataFrame", udf: Any, inputs: Sequence[tuple[str, str]], key: Sequence[str],
+                model: ServingModel, scored_at: dt.datetime) -> "DataFrame":
+    """Predictions of a features DataFrame: the key, the probability, the label and the model stamp."""
+    from pyspark.sql import functions as F
+
+    missing = [name for name, _ in inputs if name not in features.columns]
+    if missing:
+        raise ValueError(f"the features lack model input columns {missing} (feature schema vs model "
+                         f"version {model.version})")
+    # The signature's numbers are doubles: Spark's integer columns are cast, as the pyfunc would receive them.
+    cast = [F.col(name).cast("double").alias(name) if kind in ("double", "float", "long", "integer")
+            else F.col(name) for name, kind in inputs]
+    probability = udf(F.struct(*cast))
+    return (features
+            .withColumn(PROBABILITY, probability)
+            .select(*key, "flight_date", PROBABILITY,
+                    (F.col(PROBABILITY) >= F.lit(model.threshold)).alias(PREDICTED),
+                    F.lit(model.version).alias("model_version"), F.lit(model.run_id).alias("model_run_id"),
+                    F.lit(scored_at).cast("timestamp").alias("scored_at")))
+
+
+@dataclass
+class ScoreResult:
+    ds: str
+    predictions_uri: str
+    rows: int
+    model_version: str
+    model_run_id: str
+    predicted_delayed_rate: float | None
+    mean_probability: float | None
+    seconds: float
+    status: str = "written"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _summary(frame: "Any") -> tuple[float | None, float | None]:
+    if len(frame) == 0:
+        return None, None
+    return round(float(frame[PREDICTED].mean()), 6), round(float(frame[PROBABILITY].mean()), 6)
+
+
+def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
+                spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
+    """Score flight dates first .. first+days-1 with the champion (see the module docstring)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.features import features_key, load_feature_schema
+    from jobs.registry import client
+    from jobs.settings import get_settings
+    from jobs.spark import spark_session
+
+    settings = settings or get_settings()
+    mlflow_client = mlflow_client or client(settings.mlflow.tracking_uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    model = resolve_champion(mlflow_client, settings.mlflow.model_name, settings.training.decision_threshold)
+    log.info("serving model %s (run %s), threshold %.3f", model.uri, model.run_id, model.threshold)
+
+    dates = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
+    tables, manifests, missing = [], {}, []
+    for ds in dates:
+        try:
+            table, manifest = lake.read_table(features_key(ds))
+        except PartitionNotFound:
+            missing.append(lake.uri(features_key(ds)))
+            continue
+        tables.append(table)
+        manifests[ds] = manifest
+    for uri in missing:
+        log.warning("no features partition %s: that date is not scored", uri)
+    if not manifests:
+        raise NothingToScore(f"no features partition to score: {', '.join(missing)}")
+
+    started = time.perf_counter()
+    spark = spark or spark_session("score", settings.spark)
+    log.info("Spark session ready in %.1fs", time.perf_counter() - started)
+    started = time.perf_counter()
+    udf = serving_udf(spark, model)
+    inputs = model_inputs(model.uri)
+    key = list(load_feature_schema(settings.features.schema_path).key)
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None)
+    features = spark.createDataFrame(pa.concat_tables(tables, promote_options="default"))
+    predictions = score_frame(features, udf, inputs, key, model, scored_at).toArrow()
+
+    results = []
+    per_day = (time.perf_counter() - started) / len(manifests)
+    for ds, manifest in manifests.items():
+        day = predictions.filter(pc.equal(predictions["flight_date"], dt.date.fromisoformat(ds))).to_pandas()
+        metadata = {"ds": ds, "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
+                    "model_uri": model.uri, "threshold": model.threshold, "scored_at": scored_at.isoformat() + "Z",
+                    "features": {"key": features_key(ds), "write_id": manifest["write_id"],
+                                 "fingerprint": manifest.get("metadata", {}).get("fingerprint")}}
+        partition = lake.write_partition(predictions_key(ds), day, metadata)
+        rate, mean = _summary(day)
+        log.info("predictions %s: %d flights by version %s (%.1f%% predicted delayed) -> %s", ds, partition.rows,
+                 model.version, 100 * (rate or 0.0), partition.uri)
+        results.append(ScoreResult(ds, partition.uri, partition.rows, model.version, model.run_id, rate, mean,
+                                   round(per_day, 3)))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
+    parser.add_argument("--days", type=int, default=1, help="consecutive flight dates from --ds (default 1)")
+    return parser
+
+
+def lake_results(argv: Sequence[str], since: dt.datetime) -> list[dict[str, Any]]:
+    """What a run with these arguments wrote (for runners that cannot read its stdout): partitions written since `since`."""
+    args = build_parser().parse_args(list(argv))
+    lake = Lake.from_settings()
+    results = []
+    for offset in range(args.days):
+        ds = (args.ds + dt.timedelta(days=offset)).isoformat()
+        try:
+            manifest = lake.read_manifest(predictions_key(ds))
+        except PartitionNotFound:
+            continue
+        if dt.datetime.fromisoformat(manifest["written_at"]) < since:
+            continue
+        meta = manifest.get("metadata", {})
+        results.append(ScoreResult(ds, lake.uri(predictions_key(ds)), manifest["rows"], meta.get("model_version", ""),
+                                   meta.get("model_run_id", ""), None, None, 0.0).to_json())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.registry import MlflowUnreachable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.days < 1:
+        parser.error("--days must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    lake = Lake.from_settings()
+    try:
+        results = score_dates(lake, args.ds, args.days)
+    except NothingToScore as exc:
+        print(f"{SKIP_PREFIX}{exc}", flush=True)
+        record_rejection(str(exc))
+        return EXIT_SKIPPED
+    except ChampionUnusable as exc:
+        print(f"ERROR jobs.score rejected: {exc}", file=sys.stderr)
+        record_rejection(str(exc))
+        return EXIT_REJECTED
+    except MlflowUnreachable as exc:
+        print(f"ERROR jobs.score: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        emit_result(result.to_json())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
