@@ -127,7 +127,12 @@ def data_drift(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Se
     missing = sorted(set(columns) - set(current.columns))
     if missing:
         raise ValueError(f"the current data lacks the reference's columns {missing}")
-    report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)])
+    # A column with no value on a side (wind_gust on a calm day) has no distribution to compare:
+    # reported as empty, left out of the share.
+    empty = [c for c in columns if current[c].isna().all() or reference[c].isna().all()]
+    numerical = [c for c in numerical if c not in empty]
+    categorical = [c for c in categorical if c not in empty]
+    report = Report([DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share)])
     snapshot = report.run(current_data=_dataset(current, numerical, categorical),
                           reference_data=_dataset(reference, numerical, categorical))
     per_column = _column_results(snapshot.dict())
@@ -135,7 +140,8 @@ def data_drift(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Se
                      key=lambda c: -(per_column[c]["score"] or 0.0))
     share = len(drifted) / len(per_column) if per_column else 0.0
     summary = {"dataset_drift": share >= drift_share, "drift_share": round(share, 4), "policy_drift_share": drift_share,
-               "drifted_columns": drifted, "columns": per_column, "reference_rows": int(len(reference)),
+               "drifted_columns": drifted, "columns": per_column, "empty_columns": empty,
+               "reference_rows": int(len(reference)),
                "current_rows": int(len(current))}
     return DriftResult(summary, snapshot)
 

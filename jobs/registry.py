@@ -38,6 +38,8 @@ log = logging.getLogger("jobs.registry")
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+# Registered-model tag: the version `champion` was last set to by promote/rollback.
+CHAMPION_TAG = "champion_version"
 
 
 class RegistryError(RuntimeError):
@@ -117,6 +119,9 @@ def promote(mlflow_client: "MlflowClient", name: str, version: str, reason: str)
         mlflow_client.set_registered_model_alias(name, PREVIOUS, old)
         mlflow_client.set_model_version_tag(name, old, "replaced_by", version)
     mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    # On the model, not the version: it outlives a deleted version (whose aliases MLflow drops),
+    # so scoring can tell "the champion is gone" from "no champion yet".
+    mlflow_client.set_registered_model_tag(name, CHAMPION_TAG, version)
     mlflow_client.set_model_version_tag(name, version, "promoted_at", _now())
     mlflow_client.set_model_version_tag(name, version, "promotion_reason", reason[:5000])
     log.info("%s: champion %s -> %s (previous: %s). %s", name, old, version, old, reason)
@@ -130,6 +135,7 @@ def rollback(mlflow_client: "MlflowClient", name: str, reason: str) -> AliasChan
     if previous is None or current is None:
         raise RegistryError(f"{name}: nothing to roll back to (champion {current}, previous {previous})")
     mlflow_client.set_registered_model_alias(name, CHAMPION, previous)
+    mlflow_client.set_registered_model_tag(name, CHAMPION_TAG, previous)
     mlflow_client.set_registered_model_alias(name, PREVIOUS, current)
     mlflow_client.set_model_version_tag(name, current, "rolled_back_at", _now())
     mlflow_client.set_model_version_tag(name, current, "rollback_reason", reason[:5000])

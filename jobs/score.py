@@ -85,13 +85,33 @@ def resolve_champion(mlflow_client: "MlflowClient", name: str, threshold: float)
         version = mlflow_client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
         code = getattr(exc, "error_code", "")
-        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "not found" in str(exc).lower():
-            raise NothingToScore(f"no {name}@{CHAMPION} yet: nothing serves predictions until a training run "
-                                 f"promotes a model ({str(exc)[:200]})") from exc
-        raise
+        if code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") \
+                and "not found" not in str(exc).lower():
+            raise
+        last = _last_champion(mlflow_client, name)
+        if last:
+            # MLflow drops the aliases of a deleted version: a champion that was, and is gone.
+            raise ChampionUnusable(
+                f"{name} has no {CHAMPION} alias although version {last} was made champion: that version was "
+                f"deleted (MLflow removes its aliases) or the alias was removed. Roll back with "
+                f"delay_model_rollback or promote a version (python -m jobs.registry promote).") from exc
+        raise NothingToScore(f"no {name}@{CHAMPION} yet: nothing serves predictions until a training run "
+                             f"promotes a model") from exc
     if version.status not in (None, "READY"):
         raise ChampionUnusable(f"{name}@{CHAMPION} is version {version.version}, whose status is {version.status}")
     return ServingModel(name, str(version.version), version.run_id, threshold)
+
+
+def _last_champion(mlflow_client: "MlflowClient", name: str) -> str | None:
+    """The version jobs.registry last made champion (registered-model tag), if any."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.registry import CHAMPION_TAG
+
+    try:
+        return (mlflow_client.get_registered_model(name).tags or {}).get(CHAMPION_TAG)
+    except MlflowException:
+        return None  # no such model yet
 
 
 def serving_udf(spark: "SparkSession", model: ServingModel):

@@ -34,3 +34,48 @@ def spark():
 def raw_frames():
     """jobs' raw-zone frames of real days: raw_frames(feed, first, last=None) -> pandas.DataFrame."""
     return raw_frame
+
+
+def settings_with(tracking_uri: str, lake_root: str, **sections):
+    """Local settings pointed at a test's MLflow and lake, with some section fields changed:
+    settings_with(uri, root, training={"validation_days": 2})."""
+    from jobs.settings import load_settings
+
+    base = load_settings("local")
+    update = {"mlflow": base.mlflow.model_copy(update={"tracking_uri": tracking_uri}),
+              "lake": base.lake.model_copy(update={"root": lake_root})}
+    for name, fields in sections.items():
+        update[name] = getattr(base, name).model_copy(update=fields)
+    return base.model_copy(update=update)
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory, spark):
+    """A lake with real features of 2013-01-01..08 and an MLflow (SQLite) whose `flight_delay@champion` is an
+    HGB model trained by jobs.train on Jan 1-5 (holdout Jan 6), with its drift reference.
+
+    Returns a dict: lake_root, tracking_uri, version, run_id. Tests copy the lake before writing to it.
+    """
+    import datetime as dt
+
+    from mlflow import MlflowClient
+
+    from jobs.features import compute_features
+    from jobs.lake import Lake
+    from jobs.registry import promote
+    from jobs.train import TrainRequest, train_candidate
+    from jobs.training_set import Windows
+    from tests.realdata import write_raw_days
+
+    root = tmp_path_factory.mktemp("served")
+    lake = Lake(str(root / "lake"))
+    tracking_uri = f"sqlite:///{root}/mlflow.db"
+    settings = settings_with(tracking_uri, lake.root, training={"validation_days": 2})
+    write_raw_days(lake, dt.date(2013, 1, 1), 8)
+    compute_features(lake, dt.date(2013, 1, 1), 8, settings=settings, spark=spark)
+    windows = Windows(dt.date(2013, 1, 1), dt.date(2013, 1, 5), dt.date(2013, 1, 6), dt.date(2013, 1, 6))
+    result = train_candidate(TrainRequest(windows, "sklearn_hgb", 1, 1024, 0.01, 13, False, "unit test"),
+                             settings=settings, lake=lake)
+    promote(MlflowClient(tracking_uri), settings.mlflow.model_name, result["model_version"], "unit test")
+    return {"lake_root": lake.root, "tracking_uri": tracking_uri, "version": result["model_version"],
+            "run_id": result["run_id"], "settings": settings}

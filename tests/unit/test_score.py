@@ -1,0 +1,109 @@
+"""jobs.score: real feature rows, a real registered model (jobs.train's), real Spark and spark_udf."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from jobs.features import features_key
+from jobs.lake import Lake
+from jobs.score import (ChampionUnusable, NothingToScore, PREDICTED, PROBABILITY, main, predictions_key,
+                        score_dates)
+from tests.unit.conftest import settings_with
+
+KEY = ["year", "month", "day", "carrier", "flight", "origin"]
+
+
+@pytest.fixture
+def served(served_model, tmp_path):
+    """The served model's lake, copied for this test."""
+    root = tmp_path / "lake"
+    shutil.copytree(served_model["lake_root"], root)
+    return {**served_model, "lake": Lake(str(root))}
+
+
+def test_scores_a_day_stamped_with_the_champion_and_equal_to_the_pyfunc(served, spark):
+    lake, settings = served["lake"], served["settings"]
+    [result] = score_dates(lake, dt.date(2013, 1, 7), settings=settings, spark=spark)
+    predictions = lake.read_partition(predictions_key("2013-01-07"))
+    features = lake.read_partition(features_key("2013-01-07"))
+
+    assert result.status == "written" and result.rows == len(features) == len(predictions)
+    assert set(predictions.columns) == {*KEY, "flight_date", PROBABILITY, PREDICTED, "model_version",
+                                        "model_run_id", "scored_at"}
+    assert set(predictions["model_version"]) == {served["version"]}
+    assert set(predictions["model_run_id"]) == {served["run_id"]}
+    assert (predictions[PREDICTED] == (predictions[PROBABILITY] >= settings.training.decision_threshold)).all()
+    assert predictions[PROBABILITY].between(0, 1).all()
+    manifest = lake.read_manifest(predictions_key("2013-01-07"))["metadata"]
+    assert manifest["model_uri"] == f"models:/flight_delay/{served['version']}"
+    assert manifest["features"]["write_id"] == lake.read_manifest(features_key("2013-01-07"))["write_id"]
+
+    # No train/serve skew: Spark's scores are the in-process pyfunc's on the same rows.
+    mlflow.set_tracking_uri(served["tracking_uri"])
+    expected = mlflow.pyfunc.load_model(f"models:/flight_delay/{served['version']}").predict(features)
+    joined = features[KEY].assign(expected=np.asarray(expected)).merge(predictions, on=KEY)
+    assert len(joined) == len(features)
+    np.testing.assert_allclose(joined["expected"], joined[PROBABILITY], atol=1e-6)
+
+
+def test_a_rerun_replaces_the_partition(served, spark):
+    lake, settings = served["lake"], served["settings"]
+    score_dates(lake, dt.date(2013, 1, 8), settings=settings, spark=spark)
+    first = lake.read_manifest(predictions_key("2013-01-08"))
+    score_dates(lake, dt.date(2013, 1, 8), settings=settings, spark=spark)
+    second = lake.read_manifest(predictions_key("2013-01-08"))
+    assert second["write_id"] != first["write_id"] and second["rows"] == first["rows"]
+    files = [k for k in lake.list(predictions_key("2013-01-08")) if k.endswith(".parquet")]
+    assert len(files) == 1, "the old file is gone: a rerun replaces, never appends"
+
+
+def test_a_range_scores_the_dates_with_features_and_names_the_others(served, spark, caplog):
+    lake, settings = served["lake"], served["settings"]
+    results = score_dates(lake, dt.date(2013, 1, 7), 3, settings=settings, spark=spark)  # Jan 9 has no features
+    assert [r.ds for r in results] == ["2013-01-07", "2013-01-08"]
+    assert "no features partition" in caplog.text and "date=2013-01-09" in caplog.text
+    assert not lake.partition_exists(predictions_key("2013-01-09"))
+
+
+def test_no_features_is_a_skip_naming_the_partition(served, spark):
+    with pytest.raises(NothingToScore, match=r"features/flights/date=2013-02-01"):
+        score_dates(served["lake"], dt.date(2013, 2, 1), settings=served["settings"], spark=spark)
+
+
+def test_no_champion_yet_is_a_skip_with_exit_4(served, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/empty.db")
+    monkeypatch.setenv("LAKE_ROOT", served["lake"].root)
+    assert main(["--ds", "2013-01-07"]) == 4
+    out = capsys.readouterr().out
+    assert out.startswith("SKIPPED no flight_delay@champion yet")
+    assert not served["lake"].partition_exists(predictions_key("2013-01-07"))
+
+
+def test_a_champion_whose_version_was_deleted_is_rejected_naming_it(served_model, tmp_path, spark):
+    """MLflow drops a deleted version's aliases: scoring must not mistake that for 'no champion yet'."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(served_model["tracking_uri"].removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    client.delete_model_version("flight_delay", served_model["version"])
+    settings = settings_with(uri, served_model["lake_root"])
+    version = served_model["version"]
+    with pytest.raises(ChampionUnusable, match=f"no champion alias although version {version} was made champion"):
+        score_dates(Lake(served_model["lake_root"]), dt.date(2013, 1, 7), settings=settings, spark=spark)
+
+
+def test_a_champion_whose_artifact_is_missing_is_rejected_naming_the_version(served_model, tmp_path, spark):
+    db = tmp_path / "mlflow.db"
+    shutil.copy(served_model["tracking_uri"].removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    broken = client.create_model_version("flight_delay", source=str(tmp_path / "gone"), run_id=served_model["run_id"])
+    client.set_registered_model_alias("flight_delay", "champion", broken.version)
+    settings = settings_with(uri, served_model["lake_root"])
+    with pytest.raises(ChampionUnusable, match=f"version {broken.version} .*cannot be loaded"):
+        score_dates(Lake(served_model["lake_root"]), dt.date(2013, 1, 7), settings=settings, spark=spark)
