@@ -71,11 +71,15 @@ def served_model(tmp_path_factory, spark):
     lake = Lake(str(root / "lake"))
     tracking_uri = f"sqlite:///{root}/mlflow.db"
     settings = settings_with(tracking_uri, lake.root, training={"validation_days": 2})
+    client = MlflowClient(tracking_uri)
+    # Artifacts under the test's folder (a SQLite backend's default is ./mlruns in the working directory).
+    for experiment in (settings.training.experiment, settings.monitoring.experiment):
+        client.create_experiment(experiment, artifact_location=(root / "artifacts" / experiment).as_uri())
     write_raw_days(lake, dt.date(2013, 1, 1), 8)
     compute_features(lake, dt.date(2013, 1, 1), 8, settings=settings, spark=spark)
     windows = Windows(dt.date(2013, 1, 1), dt.date(2013, 1, 5), dt.date(2013, 1, 6), dt.date(2013, 1, 6))
     result = train_candidate(TrainRequest(windows, "sklearn_hgb", 1, 1024, 0.01, 13, False, "unit test"),
                              settings=settings, lake=lake)
-    promote(MlflowClient(tracking_uri), settings.mlflow.model_name, result["model_version"], "unit test")
+    promote(client, settings.mlflow.model_name, result["model_version"], "unit test")
     return {"lake_root": lake.root, "tracking_uri": tracking_uri, "version": result["model_version"],
             "run_id": result["run_id"], "settings": settings}

@@ -267,7 +267,7 @@ def test_unknown_pipeline_env_fails_listing_known_ones(config_dir, monkeypatch):
         load_settings(config_dir=config_dir)
     message = str(caught.value)
     assert "PIPELINE_ENV='staging'" in message
-    assert "known: local, production" in message
+    assert "known: compose, local, production" in message
 
 
 def test_empty_overlay_is_allowed(config_dir):
