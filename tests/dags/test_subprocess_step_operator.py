@@ -3,7 +3,7 @@
 SubprocessStepOperator starts a real child process; only the command changes
 (ScriptStep), to a few lines of Python that speak the step contract through
 jobs.results itself: exit 0 -> results (XCom) and Asset events, exit 3 ->
-StepRejected (fail, no retry), anything else -> AirflowException (retried).
+StepRejected (fail, no retry), exit 4 -> skipped with the step's reason, anything else -> AirflowException (retried).
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ print("validating landing/flights/2013-02-28.csv", flush=True)
 time.sleep(seconds)
 for result in results:
     emit_result({**result, "cwd": os.getcwd(), "flag": os.environ.get("STEP_FLAG")})
+if code == 4:
+    print("SKIPPED no flight_delay@champion yet: nothing serves predictions", flush=True)
 if code == 3:
     print("ERROR flights 2013-02-28 rejected: expect_column_values_to_be_unique(flight): 12 duplicates", flush=True)
 elif code:
@@ -110,6 +112,17 @@ def test_exit_3_is_a_rejection_that_is_not_retried(ingest):
     assert isinstance(caught.value, AirflowFailException)
     assert "jobs.ingest rejected its input" in str(caught.value)
     assert "expect_column_values_to_be_unique(flight): 12 duplicates" in str(caught.value), "names the failed check"
+
+
+def test_exit_4_skips_the_task_with_the_steps_reason(ingest):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    ScriptStep, _ = ingest
+    operator = ScriptStep(task_id="validate_and_publish", results=[], exit_code=4)
+    with pytest.raises(AirflowSkipException) as caught:
+        run(operator)
+    assert str(caught.value) == ("jobs.ingest: nothing to do: no flight_delay@champion yet: "
+                                 "nothing serves predictions")
 
 
 @pytest.mark.parametrize("exit_code", [1, 2])

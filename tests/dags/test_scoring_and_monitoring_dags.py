@@ -1,0 +1,128 @@
+"""Layer 2: flights_batch_scoring and delay_model_monitoring: schedules, wiring, Asset events, the trigger.
+
+Real Airflow objects: the DAG files executed as the dag-processor would, timetables as the
+scheduler reads them back, task callables and operators as built for each runner.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def scoring(load_dag):
+    return load_dag("flights_batch_scoring", "local")
+
+
+@pytest.fixture
+def monitoring(load_dag):
+    return load_dag("delay_model_monitoring", "local")
+
+
+def test_scoring_runs_per_flight_date_on_the_features_asset(scoring):
+    from airflow.sdk import PartitionedAssetTimetable
+
+    from common.assets import features_asset, predictions_asset
+    from common.operators import SubprocessStepOperator
+    from tests.dags.conftest import scheduler_dag
+
+    assert isinstance(scoring.timetable, PartitionedAssetTimetable)
+    assert scoring.timetable.asset_condition == features_asset()
+    assert scheduler_dag(scoring).timetable.partitioned is True
+    assert {t.task_id: set(t.upstream_task_ids) for t in scoring.tasks} == {"flight_dates": set(),
+                                                                            "score": {"flight_dates"}}
+    score = scoring.get_task("score")
+    assert isinstance(score, SubprocessStepOperator) and score.step == "score"
+    assert score.outlets == [predictions_asset()]
+    assert set(scoring.params.keys()) == {"start", "end"}
+
+
+def test_scoring_dates_from_partition_key_or_range(scoring):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    flight_dates = scoring.get_task("flight_dates").python_callable
+    assert flight_dates(params={}, partition_key="2013-03-02") == ["--ds", "2013-03-02", "--days", "1"]
+    assert flight_dates(params={"start": "2013-03-01", "end": "2013-03-07"}, partition_key=None) == [
+        "--ds", "2013-03-01", "--days", "7"]
+    with pytest.raises(AirflowFailException, match="end 2013-02-01 is before start 2013-03-01"):
+        flight_dates(params={"start": "2013-03-01", "end": "2013-02-01"}, partition_key=None)
+
+
+def test_predictions_event_names_the_model(load_dag_module):
+    module = load_dag_module("flights_batch_scoring", "local")
+    asset, key, extra = module.predictions_asset_event(
+        {"ds": "2013-03-02", "status": "written", "predictions_uri": "file:///lake/predictions/flight_delay/date=2013-03-02",
+         "rows": 900, "model_version": "4", "model_run_id": "abc", "predicted_delayed_rate": 0.1})
+    assert asset.name == "predictions_flight_delay" and key == "2013-03-02"
+    assert extra["model_version"] == "4" and extra["rows"] == 900
+
+
+def test_monitoring_wiring_and_trigger(monitoring):
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import CronTriggerTimetable
+
+    from common.sensors import LakeObjectSensor
+
+    assert isinstance(monitoring.timetable, CronTriggerTimetable)
+    assert monitoring.max_active_runs == 1 and not monitoring.catchup
+    assert {t.task_id: set(t.upstream_task_ids) for t in monitoring.tasks} == {
+        "training_state": set(),
+        "wait_for_predictions": {"training_state"},
+        "monitor": {"wait_for_predictions", "training_state"},
+        "retrain_decision": {"monitor"},
+        "trigger_retraining": {"retrain_decision"},
+        "no_retraining": {"retrain_decision"},
+    }
+    wait = monitoring.get_task("wait_for_predictions")
+    assert isinstance(wait, LakeObjectSensor) and wait.soft_fail and wait.partition
+    assert wait.key == "predictions/flight_delay/date={{ ds }}"
+    assert monitoring.get_task("monitor").trigger_rule == "none_failed"
+    trigger = monitoring.get_task("trigger_retraining")
+    assert isinstance(trigger, TriggerDagRunOperator)
+    assert trigger.trigger_dag_id == "delay_model_training" and not trigger.wait_for_completion
+    assert trigger.skip_when_already_exists, "a rerun of the same day does not start a second training"
+
+
+def test_retrain_decision_branches_and_hands_over_the_conf(monitoring):
+    decide = monitoring.get_task("retrain_decision").python_callable
+
+    class TI:
+        def __init__(self, result):
+            self.result, self.pushed = result, {}
+
+        def xcom_pull(self, task_ids):
+            return [self.result]
+
+        def xcom_push(self, key, value):
+            self.pushed[key] = value
+
+    conf = {"reason": "delay_model_monitoring 2013-07-15: retrain: ...", "holdout_end": "2013-07-14"}
+    yes = TI({"retrain": True, "decision": "retrain: dataset drift", "retrain_conf": conf})
+    assert decide(ti=yes) == "trigger_retraining" and yes.pushed["retrain_conf"] == conf
+    no = TI({"retrain": False, "decision": "no retraining: drift streak 1/3", "retrain_conf": None})
+    assert decide(ti=no) == "no_retraining" and not no.pushed
+
+
+def test_training_state_adds_the_flag_when_a_training_is_active(monitoring):
+    state = monitoring.get_task("training_state").python_callable
+
+    class TI:
+        def __init__(self, count):
+            self.count, self.asked = count, None
+
+        def get_dr_count(self, dag_id, states):
+            self.asked = (dag_id, tuple(states))
+            return self.count
+
+    idle, busy = TI(0), TI(1)
+    assert state(ds="2013-07-15", ti=idle) == ["--ds", "2013-07-15"]
+    assert idle.asked == ("delay_model_training", ("queued", "running"))
+    assert state(ds="2013-07-15", ti=busy) == ["--ds", "2013-07-15", "--training-active"]
+
+
+def test_production_runs_scoring_as_a_spark_application_and_monitoring_in_a_pod(load_dag):
+    from common.pod_operator import PodStepOperator
+    from common.spark_operator import SparkStepOperator
+
+    assert isinstance(load_dag("flights_batch_scoring", "production").get_task("score"), SparkStepOperator)
+    monitor = load_dag("delay_model_monitoring", "production").get_task("monitor")
+    assert isinstance(monitor, PodStepOperator) and monitor.image.startswith("ghcr.io/flight-delay/jobs:")
