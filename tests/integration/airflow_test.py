@@ -66,3 +66,30 @@ class AirflowRunner:
         result = json.loads(lines[-1].split(" ", 1)[1])
         self.last_result = result
         return result["state"], result["tasks"], output
+
+    def _python(self, code: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of `dag_id` in this Airflow's metadata DB: run_id, state, run_type, conf (oldest first)."""
+        out = self._python(
+            "import json\n"
+            "from airflow.models.dagrun import DagRun\n"
+            "from airflow.utils.session import create_session\n"
+            "with create_session() as s:\n"
+            f"    runs = s.query(DagRun).filter(DagRun.dag_id == {dag_id!r}).order_by(DagRun.id).all()\n"
+            "    print(json.dumps([{'run_id': r.run_id, 'state': str(getattr(r.state, 'value', r.state)),\n"
+            "                       'run_type': str(getattr(r.run_type, 'value', r.run_type)), 'conf': r.conf}\n"
+            "                      for r in runs], default=str))\n")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        """Mark a run as a finished scheduler would (dag.test() does not run what another DAG triggered)."""
+        self._python(
+            "from airflow.models.dagrun import DagRun\n"
+            "from airflow.utils.session import create_session\n"
+            "with create_session() as s:\n"
+            f"    run = s.query(DagRun).filter(DagRun.dag_id == {dag_id!r}, DagRun.run_id == {run_id!r}).one()\n"
+            f"    run.state = {state!r}\n")
