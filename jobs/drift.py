@@ -16,9 +16,9 @@ Pure functions on pandas frames; I/O (the lake, MLflow) is jobs/monitor.py's.
   probability on each row, so prediction drift compares like with like.
 - **Tests.** Evidently picks each column's test from its type and the sample size: for
   samples over 1000 rows, normed Wasserstein distance (numeric) or Jensen-Shannon distance
-  (categorical), drifted above 0.1. Distances, unlike p-values, do not turn every column
-  into "drift" as the sample grows. The dataset drifts when at least `drift_share` of the
-  columns drift.
+  (categorical), drifted at or above a threshold (Evidently's default 0.1, or the settings').
+  Distances, unlike p-values, do not turn every column into "drift" as the sample grows.
+  The dataset drifts when at least `drift_share` of the columns drift.
 """
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def _dataset(frame: "pd.DataFrame", numerical: Sequence[str], categorical: Seque
 
 
 def data_drift(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Sequence[str],
-               categorical: Sequence[str], drift_share: float) -> DriftResult:
+               categorical: Sequence[str], drift_share: float, *, numerical_threshold: float | None = None,
+               categorical_threshold: float | None = None) -> DriftResult:
     """Per-column drift of `current` against `reference` and the dataset verdict (Evidently's DataDriftPreset)."""
     from evidently import Report
     from evidently.presets import DataDriftPreset
@@ -132,7 +133,8 @@ def data_drift(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Se
     empty = [c for c in columns if current[c].isna().all() or reference[c].isna().all()]
     numerical = [c for c in numerical if c not in empty]
     categorical = [c for c in categorical if c not in empty]
-    report = Report([DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share)])
+    report = Report([DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share,
+                                     num_threshold=numerical_threshold, cat_threshold=categorical_threshold)])
     snapshot = report.run(current_data=_dataset(current, numerical, categorical),
                           reference_data=_dataset(reference, numerical, categorical))
     per_column = _column_results(snapshot.dict())
@@ -146,13 +148,13 @@ def data_drift(reference: "pd.DataFrame", current: "pd.DataFrame", numerical: Se
     return DriftResult(summary, snapshot)
 
 
-def prediction_drift(reference: "pd.Series", current: "pd.Series") -> DriftResult:
+def prediction_drift(reference: "pd.Series", current: "pd.Series", threshold: float | None = None) -> DriftResult:
     """Drift of the served probabilities against the model's own probabilities on its training reference."""
     import pandas as pd
     from evidently import Report
     from evidently.metrics import ValueDrift
 
-    report = Report([ValueDrift(column=PROBABILITY)])
+    report = Report([ValueDrift(column=PROBABILITY, threshold=threshold)])
     snapshot = report.run(
         current_data=_dataset(pd.DataFrame({PROBABILITY: current.to_numpy()}), [PROBABILITY], []),
         reference_data=_dataset(pd.DataFrame({PROBABILITY: reference.to_numpy()}), [PROBABILITY], []))

@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobs.lake import Lake, PartitionNotFound, raw_key, report_key
@@ -82,13 +83,14 @@ def load_reference(model: "ServingModel") -> "pd.DataFrame":
     return pd.read_parquet(path)
 
 
-def column_kinds(reference: "pd.DataFrame") -> tuple[list[str], list[str]]:
-    """(numerical, categorical) model inputs of a reference, by the feature schema's roles."""
+def column_kinds(reference: "pd.DataFrame", watched: "Sequence[str] | None" = None) -> tuple[list[str], list[str]]:
+    """(numerical, categorical) model inputs of a reference, by the feature schema's roles; only the
+    `watched` ones (settings `monitoring.drift_columns`) when given."""
     from jobs.drift import REFERENCE_EXTRA
     from jobs.features import load_feature_schema
 
     roles = {column.name: column.role for column in load_feature_schema().columns}
-    inputs = [c for c in reference.columns if c not in REFERENCE_EXTRA]
+    inputs = [c for c in reference.columns if c not in REFERENCE_EXTRA and (watched is None or c in watched)]
     categorical = [c for c in inputs if roles.get(c) == "categorical" or reference[c].dtype == bool]
     numerical = [c for c in inputs if c not in categorical]
     return numerical, categorical
@@ -257,11 +259,13 @@ def monitor_date(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
              len(reference), day, len(features))
 
     # 1. Data drift, both sides bounded.
-    numerical, categorical = column_kinds(reference)
+    numerical, categorical = column_kinds(reference, config.drift_columns)
     by, seed = config.stratify_by, config.sample_seed
     reference_side, reference_info = stratified_sample(reference, config.max_rows_per_side, by, seed)
     current_side, current_info = stratified_sample(features, config.max_rows_per_side, by, seed)
-    data = data_drift(reference_side, current_side, numerical, categorical, config.drift_share)
+    data = data_drift(reference_side, current_side, numerical, categorical, config.drift_share,
+                      numerical_threshold=config.numerical_threshold,
+                      categorical_threshold=config.categorical_threshold)
     data.summary.update(reference_sample=reference_info, current_sample=current_info)
     data.summary.update(_write_snapshot(lake, day, "data_drift", data.snapshot))
     log.info("data drift %s: %d of %d columns drifted (share %.2f, policy %.2f): %s", day,
@@ -279,7 +283,7 @@ def monitor_date(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
         log.warning("prediction drift %s: %s", day, prediction["message"])
     else:
         sample, info = stratified_sample(served, config.max_rows_per_side, by, seed)
-        result = prediction_drift(reference_side[PROBABILITY], sample[PROBABILITY])
+        result = prediction_drift(reference_side[PROBABILITY], sample[PROBABILITY], config.numerical_threshold)
         prediction = {"status": "measured", **result.summary, "current_sample": info,
                       "served_by_versions": sorted(served["model_version"].astype(str).unique().tolist()),
                       **_write_snapshot(lake, day, "prediction_drift", result.snapshot)}

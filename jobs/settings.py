@@ -291,6 +291,9 @@ class MonitoringSettings(_Strict):
     max_rows_per_side: int = Field(ge=100)
     stratify_by: str = Field(min_length=1)
     sample_seed: int = Field(ge=0)
+    drift_columns: tuple[str, ...] = Field(min_length=1)
+    numerical_threshold: float = Field(gt=0.0)
+    categorical_threshold: float = Field(gt=0.0, le=1.0)
     drift_share: float = Field(gt=0.0, le=1.0)
 
 

@@ -1,11 +1,12 @@
 """Airflow plugin: the lake's reports, served inside the Airflow UI.
 
-Validation Data Docs, model cards (and, later, drift reports) are written to the
+Validation Data Docs, model cards and drift reports are written to the
 lake under `reports/`, which may be a local folder or S3, where a browser cannot
 open them. This plugin mounts a small FastAPI app on the API server at
 `/pipeline` that reads them through the same lake module the jobs use, adds a
 "Pipeline reports" entry to the UI's navigation, and a "Validation report" link
-on every validate-and-publish task. Requests need an Airflow login (the UI's
+on every validate-and-publish task ("Model cards" on evaluate_and_gate, "Drift
+reports" on monitor). Requests need an Airflow login (the UI's
 session cookie or a bearer token).
 """
 from __future__ import annotations
@@ -98,6 +99,17 @@ class ModelCardsLink(BaseOperatorLink):
         return f"{URL_PREFIX}/reports/training/{get_settings().mlflow.model_name}/"
 
 
+class DriftReportsLink(BaseOperatorLink):
+    """From a monitoring run's monitor task to the drift reports (one folder per flight date)."""
+
+    name = "Drift reports"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        if ti_key.task_id != "monitor" or getattr(ti_key, "dag_id", "delay_model_monitoring") != "delay_model_monitoring":
+            return ""
+        return f"{URL_PREFIX}/reports/drift/"
+
+
 class PipelineReportsPlugin(AirflowPlugin):
     name = "pipeline_reports"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Pipeline reports"}]
@@ -110,4 +122,4 @@ class PipelineReportsPlugin(AirflowPlugin):
             "url_route": "pipeline_reports",
         }
     ]
-    global_operator_extra_links = [ValidationReportLink(), ModelCardsLink()]
+    global_operator_extra_links = [ValidationReportLink(), ModelCardsLink(), DriftReportsLink()]

@@ -12,8 +12,15 @@
    Connect server;
 4. trigger `delay_model_training` on the window (holdout: its last labelled week): the
    candidate and its HGB baseline are tracked in MLflow, the gate compares them, and a
-   candidate that passes becomes the `champion` of `flight_delay`;
-5. print what succeeded, what the lake holds, and where to look, leaving the UIs up.
+   candidate that passes becomes the `champion` of `flight_delay`. Until then each
+   `flights_batch_scoring` run (one per features partition) is skipped: no champion yet;
+5. trigger `flights_batch_scoring` for the whole window (a manual range run: one Spark
+   pass with `spark_udf`), so every date has predictions stamped with the champion;
+6. trigger `delay_model_monitoring` for the last `--monitor-days` dates, in order: Evidently
+   drift reports, served performance of the days whose outcomes arrived, and the
+   retraining decision with its reason (a triggered `delay_model_training` run shows up
+   with the monitoring's reason);
+7. print what succeeded, what the lake holds, and where to look, leaving the UIs up.
 
 Rerunning is quick and safe: the stack is reused, delivered files are not rewritten,
 and finished runs are kept. To replay further, `make demo DEMO_DAYS=59` (or
@@ -38,6 +45,8 @@ FEATURES_DAG = "flights_features"
 TRAINING_DAG = "delay_model_training"
 REPLAY_END_VAR = "PIPELINE__AIRFLOW__END_DATE"
 PUBLISH_DAG = "replay_publisher"
+SCORING_DAG = "flights_batch_scoring"
+MONITORING_DAG = "delay_model_monitoring"
 
 
 def _say(message: str) -> None:
@@ -136,6 +145,57 @@ def train(client: AirflowClient, timeout: float) -> dict[str, Any]:
     return {"state": final["state"], "tasks": tasks, "gate": (evaluated.get("value") or [{}])[0]}
 
 
+def rescore(client: AirflowClient, first: dt.date, last: dt.date, timeout: float) -> dict[str, Any]:
+    """One manual range run of the scoring DAG over the window, with the champion."""
+    run = client.trigger(SCORING_DAG, conf={"start": first.isoformat(), "end": last.isoformat()},
+                         note="make demo: score the window with the champion")
+    _say(f"{SCORING_DAG}: scoring {first}..{last} with flight_delay@champion ({run['dag_run_id']})")
+    return client.wait_for_run(SCORING_DAG, run["dag_run_id"], timeout=timeout, echo=None)
+
+
+def monitor(client: AirflowClient, days: list[dt.date], timeout: float) -> list[dict[str, Any]]:
+    """One monitoring run per date (in order: each decision reads the verdicts before it); their results."""
+    client.unpause(MONITORING_DAG)
+    runs = []
+    for day in days:
+        logical = dt.datetime.combine(day, dt.time(3), tzinfo=dt.timezone.utc)
+        # A run of that day already there (an earlier demo, or the scheduler's own) is reused unless it failed.
+        existing = [r for r in client.list_runs(MONITORING_DAG, limit=400)
+                    if (r.get("logical_date") or "").startswith(day.isoformat()) and r["state"] != "failed"]
+        if existing:
+            runs.append(existing[0])
+            continue
+        runs.append(client.trigger(MONITORING_DAG, logical_date=logical,
+                                   run_id=f"demo__{day.isoformat()}__{int(time.time())}",
+                                   note="make demo: monitor the window"))
+    _say(f"{MONITORING_DAG}: monitoring {days[0]}..{days[-1]} ({len(days)} runs, one at a time)")
+    client.wait_for_runs([(MONITORING_DAG, r["dag_run_id"]) for r in runs], timeout=timeout, echo=None)
+    results = []
+    for run in runs:
+        try:
+            value = client.request("GET", f"/api/v2/dags/{MONITORING_DAG}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                                          "monitor/xcomEntries/return_value").get("value") or [{}]
+        except AirflowAPIError:
+            value = [{}]
+        results.append({"run_id": run["dag_run_id"], **value[0]})
+    return results
+
+
+def monitoring_lines(results: list[dict[str, Any]], airflow_url: str) -> list[str]:
+    lines = []
+    for result in results:
+        if not result.get("ds"):
+            lines.append(f"  {result['run_id']}: no result (skipped or failed: see the monitor task's log)")
+            continue
+        auc = result.get("served_auc")
+        lines.append(f"  {result['ds']}: drift share {result['drift_share']:.2f}"
+                     f"{' (dataset drift)' if result['dataset_drift'] else ''}; served AUC "
+                     f"{'pending' if auc is None else f'{auc:.3f}'}; {result['decision']}")
+    if results and results[-1].get("report_key"):
+        lines.append(f"  drift report: {airflow_url}/pipeline/{results[-1]['report_key']}")
+    return lines
+
+
 def registry_summary(tracking_uri: str, model: str) -> str:
     from mlflow import MlflowClient
 
@@ -174,6 +234,13 @@ def lake_summary(lake_root: str, first: dt.date, last: dt.date) -> list[str]:
     columns = len(manifests[0]["columns"]) if manifests else 0
     lines.append(f"  features/flights {len(manifests):>2} partitions, {sum(m['rows'] for m in manifests):>7,} rows, "
                  f"{columns} columns")
+    from jobs.score import predictions_key
+
+    keys = [predictions_key((first + dt.timedelta(days=i)).isoformat()) for i in range((last - first).days + 1)]
+    manifests = [lake.read_manifest(key) for key in keys if lake.partition_exists(key)]
+    versions = sorted({m["metadata"].get("model_version", "?") for m in manifests})
+    lines.append(f"  predictions/flight_delay {len(manifests):>2} partitions, {sum(m['rows'] for m in manifests):>7,} "
+                 f"rows, scored by version(s) {', '.join(versions) or '-'}")
     return lines
 
 
@@ -182,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
     parser.add_argument("--days", type=int, default=int(os.environ.get("DEMO_DAYS", 31)))
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--monitor-days", type=int, default=7,
+                        help="monitor the last N dates of the window (default 7)")
     args = parser.parse_args(argv)
     first, last = args.start, args.start + dt.timedelta(days=args.days - 1)
 
@@ -192,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     config = stack.config
     client = stack.client()
-    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG, FEATURES_DAG, TRAINING_DAG], timeout=300)
+    client.wait_for_dags([INGEST_DAG, PUBLISH_DAG, FEATURES_DAG, TRAINING_DAG, SCORING_DAG, MONITORING_DAG],
+                         timeout=300)
 
     started = time.monotonic()
     publish_run = deliver(client, first, args.days)
     if publish_run["state"] != "success":
         print(f"[demo] {PUBLISH_DAG} failed: see its log in the UI", file=sys.stderr)
         return 1
+    client.unpause(SCORING_DAG)  # listening for the features Asset: skipped until a champion exists
     client.unpause(FEATURES_DAG)  # first: it must be listening when the raw Assets get their events
     client.unpause(INGEST_DAG)
     _say(f"{INGEST_DAG}: unpaused; the scheduler catches up from {first} to {last}, "
@@ -208,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     feature_runs = wait_for_runs(client, FEATURES_DAG, lambda c: features_runs(c, first, last), days,
                                  args.timeout, started)
     training = train(client, args.timeout)
+    scoring = rescore(client, first, last, args.timeout)
+    monitor_days = [last - dt.timedelta(days=i) for i in range(min(args.monitor_days, days) - 1, -1, -1)]
+    monitoring = monitor(client, monitor_days, args.timeout) if monitor_days else []
+    retrainings = [r for r in client.list_runs(TRAINING_DAG, limit=100) if (r.get("conf") or {}).get("evidence")]
     elapsed = time.monotonic() - started
 
     states = Counter(run["state"] for run in runs)
@@ -224,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                else "rejected: " + "; ".join(gate.get("reasons", [])[:2]) if gate else training["state"])
     print(f"Training: {TRAINING_DAG} {training['state']}; candidate v{gate.get('model_version', '?')} "
           f"ROC AUC {gate.get('roc_auc') or float('nan'):.3f} on the holdout; gate {verdict}")
+    print(f"Scoring: {SCORING_DAG} {scoring['state']} for {first}..{last}")
+    print(f"Monitoring ({MONITORING_DAG}):")
+    print("\n".join(monitoring_lines(monitoring, config.airflow_url)))
+    for run in retrainings:
+        print(f"  retraining triggered: {TRAINING_DAG} {run['dag_run_id']} ({run['state']}): {run['conf']['reason']}")
     print("\n".join(lake_summary(config.lake_root, first, last)))
     print(registry_summary(config.mlflow_url, "flight_delay"))
     print()
@@ -232,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Lake                   {config.lake_root}")
     print(f"Spark Connect          {config.spark_remote} (the Spark steps' sessions)")
     print(f"Validation reports     {config.airflow_url}/pipeline/reports/validation/ (Browse > Pipeline reports)")
+    print(f"Drift reports          {config.airflow_url}/pipeline/reports/drift/  (MLflow experiment "
+          f"flight_delay_monitoring: the daily trend)")
     if gate.get("model_version"):
         print(f"Model card             {config.airflow_url}/pipeline/reports/training/flight_delay/"
               f"version={gate['model_version']}/model_card.html")
@@ -241,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"then clear flights_ingest > {last} > schedule.validate_and_publish: it fails red naming the")
     print("duplicated flights, quarantines the file and keeps the good raw partition. Trigger again with")
     print('"redeliver": true (and no corruption), clear the task: it publishes. `make stop` stops everything.')
-    return 0 if not failed and not failed_features and training["state"] == "success" else 1
+    ok = not failed and not failed_features and training["state"] == "success" and scoring["state"] == "success"
+    return 0 if ok and all(r.get("ds") for r in monitoring) else 1
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ on Jan 1-5 (holdout Jan 6-7) with its drift reference. Then, as the issue asks:
    with that conf and registers a new version;
 4. `delay_model_monitoring` for Jan 12 sees the same drift, but inside the cooldown of
    that training: no trigger, and the report and the log say why.
-The policy is settings: drift for one day is enough here (PIPELINE__RETRAINING__DRIFT_DAYS=1)
-and the cooldown is three days; nothing else is changed.
+The policy is settings: drift for one day is enough here (PIPELINE__RETRAINING__DRIFT_DAYS=1),
+the cooldown is three days, and three drifted columns of the eighteen watched make dataset
+drift (a share of 0.15); nothing else is changed.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ FIRST, DAYS = dt.date(2013, 1, 1), 12
 POLICY = {
     "PIPELINE__RETRAINING__DRIFT_DAYS": "1",
     "PIPELINE__RETRAINING__COOLDOWN_DAYS": "3",
+    # Three weather columns of the eighteen watched move here (a real July moves the traffic mix too).
+    "PIPELINE__MONITORING__DRIFT_SHARE": "0.15",
     "PIPELINE__TRAINING__HOLDOUT_DAYS": "2",
     "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
     "PIPELINE__AIRFLOW__RETRIES": "0",
@@ -91,7 +94,8 @@ def test_drift_triggers_one_retraining_and_the_cooldown_holds_the_next(tmp_path,
         assert tasks["trigger_retraining"]["state"] == "success" and tasks["no_retraining"]["state"] == "skipped"
         summary = lake.read_json(drift_report_key("2013-01-11", "summary.json"))
         assert summary["data_drift"]["dataset_drift"]
-        assert {"temp", "dewp"} <= set(summary["data_drift"]["drifted_columns"])
+        assert {"temp", "dewp", "humid"} <= set(summary["data_drift"]["drifted_columns"])
+        assert summary["data_drift"]["columns"]["temp"]["score"] >= 1.0
         assert summary["performance"]["status"] == "measured"  # Jan 8-10 served and labelled
         assert lake.exists(drift_report_key("2013-01-11", "data_drift.html"))
         [triggered] = runner.dag_runs("delay_model_training")

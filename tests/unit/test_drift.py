@@ -100,3 +100,12 @@ def test_small_frames_are_not_sampled_and_rare_strata_survive():
     skewed = pd.concat([frame(9990, seed=10).assign(origin="EWR"), frame(10, seed=11).assign(origin="JFK")])
     sample, _ = stratified_sample(skewed, 100, "origin", seed=1)
     assert len(sample) == 100 and (sample["origin"] == "JFK").sum() >= 1
+
+
+def test_thresholds_from_the_policy_decide_what_counts(reference):
+    """A shift of half a standard deviation drifts at Evidently's 0.1 but not at the policy's 1.0."""
+    current = frame(2000, seed=12, temp_shift=5)
+    assert "temp" in data_drift(reference, current, NUMERICAL, CATEGORICAL, 0.3).summary["drifted_columns"]
+    strict = data_drift(reference, current, NUMERICAL, CATEGORICAL, 0.3, numerical_threshold=1.0).summary
+    assert strict["drifted_columns"] == [] and strict["columns"]["temp"]["threshold"] == 1.0
+    assert 0.3 < strict["columns"]["temp"]["score"] < 1.0

@@ -41,6 +41,7 @@ def test_a_day_is_monitored_with_reports_metrics_and_a_recorded_decision(watched
     assert data["current_rows"] == lake.read_manifest("features/flights/date=2013-01-07")["rows"]
     assert data["reference_sample"]["of_rows"] > 0 and data["columns"]
     assert "month" not in data["columns"], "only the model's inputs are checked"
+    assert set(data["columns"]) | set(data["empty_columns"]) == set(watched["settings"].monitoring.drift_columns)
     assert summary["prediction_drift"]["status"] == "measured"
     assert summary["prediction_drift"]["served_by_versions"] == [watched["version"]]
 
@@ -93,7 +94,7 @@ def test_labels_not_yet_arrived_are_pending_not_zero(watched):
 
 def test_persistent_drift_outside_the_cooldown_asks_for_a_retrain_with_its_window(watched):
     settings = _settings(watched, retraining={"drift_days": 2, "cooldown_days": 0},
-                         monitoring={"drift_share": 0.05})
+                         monitoring={"drift_share": 0.05, "numerical_threshold": 0.1})
     first = monitor_date(watched["lake"], dt.date(2013, 1, 7), settings=settings)
     assert first["data_drift"]["dataset_drift"] and not first["decision"]["retrain"]  # 1 of 2 days
     second = monitor_date(watched["lake"], dt.date(2013, 1, 8), settings=settings)
@@ -105,14 +106,14 @@ def test_persistent_drift_outside_the_cooldown_asks_for_a_retrain_with_its_windo
     assert conf["evidence"]["previous_drift"] == [True]
 
     # Inside the cooldown (the model's data ends 2013-01-06) the same evidence does not trigger.
-    cooling = _settings(watched, retraining={"drift_days": 2, "cooldown_days": 14}, monitoring={"drift_share": 0.05})
+    cooling = _settings(watched, retraining={"drift_days": 2, "cooldown_days": 14}, monitoring={"drift_share": 0.05, "numerical_threshold": 0.1})
     blocked = monitor_date(watched["lake"], dt.date(2013, 1, 8), settings=cooling)
     assert not blocked["decision"]["retrain"] and "cooldown" in blocked["decision"]["blocked_by"]
     assert blocked["retrain_conf"] is None
 
 
 def test_training_already_running_blocks_the_trigger(watched):
-    settings = _settings(watched, retraining={"drift_days": 1, "cooldown_days": 0}, monitoring={"drift_share": 0.05})
+    settings = _settings(watched, retraining={"drift_days": 1, "cooldown_days": 0}, monitoring={"drift_share": 0.05, "numerical_threshold": 0.1})
     summary = monitor_date(watched["lake"], dt.date(2013, 1, 7), settings=settings, training_active=True)
     assert not summary["decision"]["retrain"]
     assert summary["decision"]["blocked_by"] == "a delay_model_training run is already queued or running"

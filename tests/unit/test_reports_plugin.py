@@ -75,4 +75,15 @@ def test_model_cards_link_only_on_the_gate_task():
     assert link.get_link(None, ti_key=Key("evaluate_and_gate")) == "/pipeline/reports/training/flight_delay/"
     assert link.get_link(None, ti_key=Key("train")) == ""
     assert {type(x).__name__ for x in pipeline_reports.PipelineReportsPlugin.global_operator_extra_links} == {
-        "ValidationReportLink", "ModelCardsLink"}
+        "ValidationReportLink", "ModelCardsLink", "DriftReportsLink"}
+
+
+def test_drift_link_only_on_the_monitor_task():
+    class Key:
+        def __init__(self, task_id, dag_id="delay_model_monitoring"):
+            self.task_id, self.dag_id = task_id, dag_id
+
+    link = pipeline_reports.DriftReportsLink()
+    assert link.get_link(None, ti_key=Key("monitor")) == "/pipeline/reports/drift/"
+    assert link.get_link(None, ti_key=Key("retrain_decision")) == ""
+    assert link.get_link(None, ti_key=Key("monitor", "other_dag")) == ""
