@@ -16,6 +16,10 @@
 3. The candidate is logged as a pyfunc that carries its preprocessing (jobs/model.py) and
    registered as a new version of `mlflow.model_name` with alias `challenger`. Whether it
    becomes `champion` is for jobs.evaluate (the gate) and the promote step to decide.
+4. The candidate's run also stores its drift reference (`reference/reference_sample.parquet`,
+   jobs/drift.py): `monitoring.reference_rows` training rows stratified by flight date, as
+   the model's inputs, with the label and the model's own probability on each; monitoring
+   compares each served day with it.
 
 Results go to MLflow and the lake; stdout carries one small line (jobs/results.py):
     STEP_RESULT {"run_id", "baseline_run_id", "model_version", "model_uri", "set_id", "device",
