@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from jobs.settings import REPO_ROOT, load_settings
+from tests.unit.test_dockerfiles import instructions
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -121,17 +122,6 @@ def image_is_pinned(image: str) -> bool:
     return "@sha256:" in image or bool(tag and tag != "latest" and re.search(r"\d", tag))
 
 
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", path.read_text())
-    result = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            result.append((word.upper(), rest.strip()))
-    return result
-
-
 # The file parses and holds the services of the design ---------------------------------------
 
 def test_compose_file_parses(compose):
@@ -221,22 +211,22 @@ def test_our_image_is_the_jobs_image_of_the_settings(compose, services):
 def test_jobs_image_fits_what_compose_runs(compose, services):
     """The jobs image must start `airflow ...` / `mlflow ...` as given, carry what they need,
     and have the paths and user the compose file assumes."""
-    instructions = dockerfile_instructions(DOCKER / "jobs.Dockerfile")
+    steps = instructions(DOCKER / "jobs.Dockerfile")
     # The entrypoint runs any command other than the Spark roles as given.
-    assert ("ENTRYPOINT", '["/opt/spark-entrypoint.sh"]') in instructions
+    assert ("ENTRYPOINT", '["/opt/spark-entrypoint.sh"]') in steps
     entrypoint = (DOCKER / "spark-entrypoint.sh").read_text()
     assert re.search(r'^\s*\*\)\s*\n\s*exec /usr/bin/tini -s -- "\$@"', entrypoint, re.M)
     for name in ("mlflow", *AIRFLOW_SERVICES):
         assert command(services[name])[0] not in ("driver", "executor"), name
     # Airflow, MLflow and the PostgreSQL drivers come from requirements.txt.
-    assert any(word == "RUN" and "-r requirements.txt" in args for word, args in instructions)
+    assert any(word == "RUN" and "-r requirements.txt" in args for word, args in steps)
     required = {re.split(r"[=<>\[]", line)[0].lower()
                 for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     assert {"apache-airflow", "mlflow", "psycopg2-binary", "asyncpg", "boto3"} <= required
     # The code lives under WORKDIR (jobs/settings.py's REPO_ROOT); config/ carries the overlay.
-    workdir = [args for word, args in instructions if word == "WORKDIR"][-1]
-    copied = {args.split()[0] for word, args in instructions if word == "COPY"}
+    workdir = [args for word, args in steps if word == "WORKDIR"][-1]
+    copied = {args.split()[0] for word, args in steps if word == "COPY"}
     assert {"config", "jobs"} <= copied
     common = compose["x-airflow-common"]
     env = common["environment"]
