@@ -131,7 +131,7 @@ def model_inputs(model_uri: str) -> list[tuple[str, str]]:
     from mlflow.models import get_model_info
 
     schema = get_model_info(model_uri).signature.inputs
-    return [(spec.name, str(spec.type)) for spec in schema.inputs]
+    return [(spec.name, spec.type.name) for spec in schema.inputs]
 
 
 def score_frame(features: "DataFrame", udf: Any, inputs: Sequence[tuple[str, str]], key: Sequence[str],
