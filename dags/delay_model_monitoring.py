@@ -26,6 +26,7 @@ the decision. No champion or no features for D: `monitor` is *skipped* with the 
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -46,7 +47,8 @@ with DAG(
     doc_md=__doc__,
     schedule=CronTriggerTimetable(schedule_cron(DAG_ID), timezone="UTC"),
     start_date=start_date(),
-    end_date=end_date(),
+    # The monitoring of the last replayed day runs on that day (03:00), after the DAGs' end date (00:00).
+    end_date=_end + dt.timedelta(days=1, seconds=-1) if (_end := end_date()) else None,
     catchup=False,
     # Days in order: each decision reads the verdicts of the days before it.
     max_active_runs=1,

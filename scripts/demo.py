@@ -159,9 +159,10 @@ def monitor(client: AirflowClient, days: list[dt.date], timeout: float) -> list[
     runs = []
     for day in days:
         logical = dt.datetime.combine(day, dt.time(3), tzinfo=dt.timezone.utc)
-        # A run of that day already there (an earlier demo, or the scheduler's own) is reused unless it failed.
+        # A run of that day already there (an earlier demo, or the scheduler's own) is reused if it has a result.
         existing = [r for r in client.list_runs(MONITORING_DAG, limit=400)
-                    if (r.get("logical_date") or "").startswith(day.isoformat()) and r["state"] != "failed"]
+                    if (r.get("logical_date") or "").startswith(day.isoformat()) and r["state"] != "failed"
+                    and (r["state"] != "success" or _monitor_result(client, r["dag_run_id"]))]
         if existing:
             runs.append(existing[0])
             continue
@@ -170,15 +171,17 @@ def monitor(client: AirflowClient, days: list[dt.date], timeout: float) -> list[
                                    note="make demo: monitor the window"))
     _say(f"{MONITORING_DAG}: monitoring {days[0]}..{days[-1]} ({len(days)} runs, one at a time)")
     client.wait_for_runs([(MONITORING_DAG, r["dag_run_id"]) for r in runs], timeout=timeout, echo=None)
-    results = []
-    for run in runs:
-        try:
-            value = client.request("GET", f"/api/v2/dags/{MONITORING_DAG}/dagRuns/{run['dag_run_id']}/taskInstances/"
-                                          "monitor/xcomEntries/return_value").get("value") or [{}]
-        except AirflowAPIError:
-            value = [{}]
-        results.append({"run_id": run["dag_run_id"], **value[0]})
-    return results
+    return [{"run_id": run["dag_run_id"], **_monitor_result(client, run["dag_run_id"])} for run in runs]
+
+
+def _monitor_result(client: AirflowClient, run_id: str) -> dict[str, Any]:
+    """The monitor task's result of a run ({} when it has none: skipped, failed, not run)."""
+    try:
+        value = client.request("GET", f"/api/v2/dags/{MONITORING_DAG}/dagRuns/{run_id}/taskInstances/"
+                                      "monitor/xcomEntries/return_value").get("value")
+    except AirflowAPIError:
+        return {}
+    return (value or [{}])[0]
 
 
 def monitoring_lines(results: list[dict[str, Any]], airflow_url: str) -> list[str]:
