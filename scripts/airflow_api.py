@@ -12,6 +12,7 @@ Endpoints used (checked against the OpenAPI document of apache-airflow 3.3.2):
     GET   /api/v2/importErrors
     POST  /api/v2/dags/{dag_id}/dagRuns                  {"logical_date", "conf", "dag_run_id", "note"}
     GET   /api/v2/dags/{dag_id}/dagRuns[/{dag_run_id}]   (dag_id "~" = every DAG)
+    POST  /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/clear, DELETE /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}
     GET   /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances
     GET   /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}
 """
@@ -196,6 +197,13 @@ class AirflowClient:
         if note:
             body["note"] = note
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+
+    def clear_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """Clear a run: its tasks run again (tasks it lacks, e.g. after a DAG change, are created)."""
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/clear", json={"dry_run": False})
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        self.request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")

@@ -159,13 +159,17 @@ def monitor(client: AirflowClient, days: list[dt.date], timeout: float) -> list[
     runs = []
     for day in days:
         logical = dt.datetime.combine(day, dt.time(3), tzinfo=dt.timezone.utc)
-        # A run of that day already there (an earlier demo, or the scheduler's own) is reused if it has a result.
+        # A run of that day already there (an earlier demo, or the scheduler's own) runs again: the champion
+        # and the predictions may have changed since (one run per logical date, so cleared, not re-triggered).
         existing = [r for r in client.list_runs(MONITORING_DAG, limit=400)
-                    if (r.get("logical_date") or "").startswith(day.isoformat()) and r["state"] != "failed"
-                    and (r["state"] != "success" or _monitor_result(client, r["dag_run_id"]))]
-        if existing:
+                    if (r.get("logical_date") or "").startswith(day.isoformat())]
+        if existing and client.task_instances(MONITORING_DAG, existing[0]["dag_run_id"]):
+            if existing[0]["state"] in ("success", "failed"):
+                client.clear_run(MONITORING_DAG, existing[0]["dag_run_id"])
             runs.append(existing[0])
             continue
+        if existing:  # a run without tasks (created while the day was outside the DAG's dates): replace it
+            client.delete_run(MONITORING_DAG, existing[0]["dag_run_id"])
         runs.append(client.trigger(MONITORING_DAG, logical_date=logical,
                                    run_id=f"demo__{day.isoformat()}__{int(time.time())}",
                                    note="make demo: monitor the window"))
