@@ -17,10 +17,23 @@ measured side by side in the same run, interleaved, are what we report):
   and Arrow -> pandas of the in-process frame;
 - that both paths scored identical rows (the output's flight key equals the input's, row
   by row) and agree: max |p_spark - p_pyfunc|;
-- variants of the Spark path, each with fresh Python workers (why a ratio is what it is):
-  torch threads per Python worker (`OMP_NUM_THREADS=1` as an executor environment variable,
-  or through spark_udf's own `extra_env`, which is the one-line change to jobs/score.py),
-  Arrow batch size (`spark.sql.execution.arrow.maxRecordsPerBatch`) and partition count.
+- diagnostics of the in-process figure, run in the baseline's pairs: the pyfunc with torch
+  at 1 thread; called per 10,000-row slice (what each Spark worker does with its Arrow
+  batches, without Spark); with jobs/model.py's predict chunk `_PREDICT_BATCH` set to 8,192
+  (monkeypatched: the pyfunc runs the pipeline's own jobs.model);
+- CPU seconds of each path (this process, the JVM and the Python workers together): on a
+  shared machine they move less than wall time, and they show what each path costs;
+- variants of the Spark path, each with fresh Python workers, to explain the ratio:
+  a constant pandas UDF (no model: Spark's own cost of moving the rows through Python),
+  `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 (the pyfunc's own predict chunk,
+  jobs/model.py `_PREDICT_BATCH`; Spark's default is 10,000), `repartition(2)` and `(4)` of
+  the created DataFrame, and both together. Note: PySpark already runs
+  each Python worker with OMP_NUM_THREADS = the task's cores (1 here) unless
+  `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2 cores by
+  default (the `thr` column shows torch's thread count in the workers). `--all-variants` adds
+  2 torch threads per worker (`spark_udf(extra_env={"OMP_NUM_THREADS": "2"})`), 2,048-row
+  batches and repartition(8);
+  `--only "NAME;NAME"` runs the baseline and the named variants.
 
 The rows: real pre-departure features of January-March 2013 (jobs/features_reference.py,
 the parity-tested pandas twin of the Spark job, as bench/bench_training.py builds and caches
@@ -30,21 +43,29 @@ torch_mlp family, the served architecture: 3 members; `--epochs`, default 1, sin
 quality is not measured here) on January-February, logged with `jobs.model.log_model` and
 registered; `--hgb` also measures the HistGradientBoosting family.
 
-    python -m bench.bench_scoring [--quick] [--rows 1000000] [--repeats 3] [--hgb] [--no-variants]
+    python -m bench.bench_scoring [--quick] [--rows 1000000] [--repeats 3] [--variant-repeats 2] [--hgb]
+                                  [--no-variants | --all-variants | --only NAMES] [--driver-memory 4g]
 
-`--quick`: 200,000 rows, 2 repeats, only the thread variant.
+The session gets a 4g driver (`--driver-memory`): jobs/score.py's 1g (settings) holds one
+1M-row job, but the bench's 10+ jobs of 1M rows in one session ran out of heap in
+`readArrowStreamFromFile` (createDataFrame) on the fourth.
+
+`--quick`: 200,000 rows, 2 repeats, only the constant-UDF variant (1 run).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime as dt
+import gc
+import logging
 import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -126,6 +147,7 @@ class Variant:
     worker_env: dict[str, str] = field(default_factory=dict)  # = spark.executorEnv.* (the Python workers' env)
     extra_env: dict[str, str] | None = None                   # spark_udf(extra_env=...)
     partitions: int | None = None                             # createDataFrame(...).repartition(n)
+    constant: bool = False                                    # a pandas UDF that returns 0.5: Spark's plumbing alone
     note: str = ""
 
 
@@ -149,11 +171,19 @@ def applied(spark, variant: Variant):
 
 
 def make_udf(spark, model, variant: Variant):
-    """jobs.score.serving_udf, or the same call with `extra_env` (the proposed change)."""
+    """jobs.score.serving_udf; or the same spark_udf call with `extra_env` (the proposed change); or a constant."""
     import mlflow
 
     from jobs.score import serving_udf
 
+    if variant.constant:
+        from pyspark.sql.functions import pandas_udf
+
+        @pandas_udf("double")
+        def constant(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+            for batch in batches:
+                yield pd.Series(np.full(len(batch), 0.5))
+        return constant
     if variant.extra_env is None:
         return serving_udf(spark, model)
     return mlflow.pyfunc.spark_udf(spark, model.uri, result_type="double", env_manager="local",
@@ -177,9 +207,9 @@ def worker_threads(spark) -> list[int]:
         import torch
 
         for batch in batches:
-            yield pd.DataFrame({"threads": [torch.get_num_threads()] * len(batch), "pid": [os.getpid()] * len(batch)})
+            yield pd.DataFrame({"threads": [torch.get_num_threads()] * len(batch)})
 
-    rows = spark.range(0, 2, numPartitions=2).mapInPandas(probe, "threads int, pid int").collect()
+    rows = spark.range(0, 2, numPartitions=2).mapInPandas(probe, "threads int").collect()
     return sorted({r.threads for r in rows})
 
 
@@ -189,9 +219,15 @@ class Measured:
     seconds: list[float]
     rows: int
     note: str = ""
+    paired: list[float] = field(default_factory=list)  # the in-process runs interleaved with these
     threads: list[int] = field(default_factory=list)
     warmup_s: float = 0.0
     udf_s: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
+    cpu: list[dict[str, float]] = field(default_factory=list)  # CPU seconds per run: driver, jvm, workers
+
+    def cpu_median(self, kind: str | None = None) -> float:
+        return statistics.median(sum(c.values()) if kind is None else c[kind] for c in self.cpu)
 
     @property
     def median(self) -> float:
@@ -201,24 +237,73 @@ class Measured:
     def throughput(self) -> float:
         return self.rows / self.median
 
+    @property
+    def ratio(self) -> float:
+        """Throughput relative to the in-process pyfunc runs interleaved with these runs."""
+        return statistics.median(self.paired) / self.median if self.paired else float("nan")
 
-def check_same(table, out, expected: np.ndarray, key: list[str]) -> float:
-    """The output's rows are the input's, in order; max |p_spark - p_pyfunc|."""
+
+def check_same(table, out, expected: np.ndarray, key: list[str]) -> tuple[float, bool]:
+    """max |p_spark - p_pyfunc| over the same rows, and whether Spark kept the input order.
+
+    In order (no shuffle): the output's key columns must equal the input's row by row. After
+    a shuffle: both sides sorted by (key, flight date, probability); copies of a flight have
+    the same features, hence the same probability, so the sorted sides must match too.
+    """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     if out.num_rows != table.num_rows:
         raise AssertionError(f"Spark returned {out.num_rows:,} rows for {table.num_rows:,}")
-    for column in [*key, "flight_date"]:
-        same = pc.all(pc.equal(out[column], table[column]).fill_null(True)).as_py()
-        nulls_same = pc.all(pc.equal(pc.is_null(out[column]), pc.is_null(table[column]))).as_py()
-        if not (same and nulls_same):
-            raise AssertionError(f"Spark's output rows are not the input rows in order (column {column})")
+    columns = [*key, "flight_date"]
+
+    def equal(a, b) -> bool:
+        return all(pc.all(pc.equal(a[c], b[c]).fill_null(True)).as_py()
+                   and pc.all(pc.equal(pc.is_null(a[c]), pc.is_null(b[c]))).as_py() for c in columns)
+
+    mine = table.select(columns).append_column("probability", pa.array(expected))
+    in_order = equal(out, mine)
+    if not in_order:
+        order = [(c, "ascending") for c in [*columns, "probability"]]
+        out, mine = out.sort_by(order), mine.sort_by(order)
+        if not equal(out, mine):
+            raise AssertionError("Spark's output rows are not the input rows")
     got = out["probability"].to_numpy(zero_copy_only=False)
-    return float(np.max(np.abs(got - expected)))
+    return float(np.max(np.abs(got - mine["probability"].to_numpy()))), in_order
 
 
-def measure_family(spark, family: str, model, table, repeats: int, variants: list[Variant]) -> dict:
+def cpu_times() -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of this process and each descendant, by pid, with its kind (driver, jvm, workers).
+
+    A process's figure includes its ended, reaped children (a worker that ends is counted in
+    its parent's); `cpu_since` takes the difference of two snapshots.
+    """
+    import psutil
+
+    out = {}
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            t = process.cpu_times()
+            kind = "driver" if process.pid == me.pid else "jvm" if "java" in process.name() else "workers"
+            out[process.pid] = (kind, t.user + t.system + t.children_user + t.children_system)
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by kind used since `before` by the processes alive now (new ones counted from their start)."""
+    used = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+    for pid, (kind, total) in cpu_times().items():
+        used[kind] += max(total - before.get(pid, (kind, 0.0))[1], 0.0)
+    return used
+
+
+def measure_family(spark, family: str, model, table, repeats: int, variant_repeats: int,
+                   variants: list[Variant], batch_rows: int = 10_000) -> dict:
     import mlflow
+    import torch
 
     from jobs.features import load_feature_schema
     from jobs.score import model_inputs
@@ -232,108 +317,189 @@ def measure_family(spark, family: str, model, table, repeats: int, variants: lis
     t = time.perf_counter()
     loaded = mlflow.pyfunc.load_model(model.uri)
     load_s = time.perf_counter() - t
-    import torch
-
     print(f"\n[{family}] model {model.uri}; {len(inputs)} inputs; {rows:,} rows "
           f"({table.nbytes / 2**20:,.0f} MiB of Arrow); in-process torch threads {torch.get_num_threads()}", flush=True)
     loaded.predict(frame.head(2000))  # first call (lazy imports), untimed
 
+    import jobs.model
+
+    default_chunk = jobs.model._PREDICT_BATCH
+
+    def whole(data: pd.DataFrame) -> np.ndarray:
+        return np.asarray(loaded.predict(data), dtype=np.float64).reshape(-1)
+
+    def per_batch(data: pd.DataFrame) -> np.ndarray:
+        return np.concatenate([whole(data.iloc[i:i + batch_rows]) for i in range(0, len(data), batch_rows)])
+
+    @contextlib.contextmanager
+    def torch_threads(n: int):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    @contextlib.contextmanager
+    def predict_chunk(n: int):
+        jobs.model._PREDICT_BATCH = n  # the pyfunc runs this very module (the pipeline's jobs package wins)
+        try:
+            yield
+        finally:
+            jobs.model._PREDICT_BATCH = default_chunk
+
+    pyfunc = Measured("in-process pyfunc predict", [], rows, f"torch {torch.get_num_threads()} threads")
+    # Diagnostics, run in the baseline's pairs: what the in-process figure is made of.
+    diagnostics = [
+        (Measured("in-process, torch 1 thread", [], rows, "torch.set_num_threads(1)"),
+         lambda: torch_threads(1), whole),
+        (Measured(f"in-process, predict per {batch_rows:,}-row slice", [], rows,
+                  "one process: the batches a Spark worker gets"), contextlib.nullcontext, per_batch),
+        (Measured("in-process, _PREDICT_BATCH 8,192", [], rows, f"jobs/model.py chunk, now {default_chunk:,}"),
+         lambda: predict_chunk(8192), whole),
+    ]
+    expected: np.ndarray | None = None
+
+    def timed(measured: Measured, run, label: str) -> np.ndarray:
+        c0, t0 = cpu_times(), time.perf_counter()
+        predicted = run()
+        measured.seconds.append(time.perf_counter() - t0)
+        measured.cpu.append(cpu_since(c0))
+        print(f"  {label}: {measured.seconds[-1]:7.2f} s", flush=True)
+        return predicted
+
+    def run_pyfunc() -> float:
+        nonlocal expected
+        expected = timed(pyfunc, lambda: whole(frame), "pyfunc predict")
+        return pyfunc.seconds[-1]
+
+    def run_diagnostics() -> None:
+        for measured, context, how in diagnostics:
+            with context():
+                got = timed(measured, lambda: how(frame), measured.name)
+            measured.paired.append(pyfunc.seconds[-1])
+            if not np.allclose(got, expected, atol=1e-6):
+                raise AssertionError(f"{measured.name}: probabilities differ from the pyfunc's")
+
     warm = table.slice(0, 20_000)
     results: dict[str, Measured] = {}
-    pyfunc = Measured("in-process pyfunc predict", [], rows)
-    expected = None
-    baseline_out = None
-
-    def run_pyfunc() -> None:
-        nonlocal expected
-        t0 = time.perf_counter()
-        predicted = loaded.predict(frame)
-        pyfunc.seconds.append(time.perf_counter() - t0)
-        expected = np.asarray(predicted, dtype=np.float64).reshape(-1)
-        print(f"  pyfunc predict: {pyfunc.seconds[-1]:6.2f} s", flush=True)
-
     for variant in variants:
+        baseline = variant is variants[0]
         with applied(spark, variant):
+            load_before = os.getloadavg()[0]
             t = time.perf_counter()
             udf = make_udf(spark, model, variant)
             udf_s = time.perf_counter() - t
             t = time.perf_counter()
             spark_score(spark, warm, udf, inputs, key, model, variant.partitions)  # workers start, load the model
-            warmup_s = time.perf_counter() - t
-            measured = Measured(variant.name, [], rows, variant.note, warmup_s=warmup_s, udf_s=udf_s)
-            for _ in range(repeats):
-                if variant is variants[0]:
-                    run_pyfunc()  # interleaved with the baseline, so both see the same machine load
-                t0 = time.perf_counter()
-                out = spark_score(spark, table, udf, inputs, key, model, variant.partitions)
-                measured.seconds.append(time.perf_counter() - t0)
-                print(f"  spark [{variant.name}]: {measured.seconds[-1]:6.2f} s", flush=True)
-            measured.threads = worker_threads(spark)
-            if variant is variants[0]:
-                baseline_out = out
-            diff = check_same(table, out, expected, key)
-            measured.note = (measured.note + f"; max|dp| {diff:.1e}").lstrip("; ")
+            measured = Measured(variant.name, [], rows, variant.note, warmup_s=time.perf_counter() - t, udf_s=udf_s)
+            for _ in range(repeats if baseline else variant_repeats):
+                # Interleaved with in-process runs, so that both see the same machine load.
+                measured.paired.append(run_pyfunc())
+                if baseline:
+                    run_diagnostics()
+                out = None
+                gc.collect()  # drop the previous job's DataFrames (py4j proxies) so the JVM can free their rows
+                out = timed(measured, lambda: spark_score(spark, table, udf, inputs, key, model, variant.partitions),
+                            f"spark [{variant.name}]")
+            measured.load = (load_before, os.getloadavg()[0])
+            if not variant.constant:
+                measured.threads = worker_threads(spark)
+                diff, in_order = check_same(table, out, expected, key)
+                measured.note = (measured.note + f"; max|dp| {diff:.1e}"
+                                 + ("" if in_order else " (rows shuffled: compared sorted by key)")).lstrip("; ")
             results[variant.name] = measured
-    return {"pyfunc": pyfunc, "spark": results, "load_s": load_s, "to_pandas_s": to_pandas_s,
-            "max_diff": check_same(table, baseline_out, expected, key), "inputs": len(inputs),
-            "delay_rate": float(np.mean(expected >= model.threshold))}
+    return {"pyfunc": pyfunc, "diagnostics": [m for m, _, _ in diagnostics], "spark": results, "load_s": load_s, "to_pandas_s": to_pandas_s,
+            "inputs": len(inputs), "delay_rate": float(np.mean(expected >= model.threshold))}
 
 
 def print_family(family: str, result: dict, jvm_s: float) -> None:
     pyfunc: Measured = result["pyfunc"]
-    print(f"\n== {family}: {pyfunc.rows:,} rows, median of {len(pyfunc.seconds)} ==")
-    print(f"{'path':<44}{'seconds':>9}{'rows/s':>12}{'vs pyfunc':>11}  {'worker threads':<15}{'1st job s':>10}  note")
-    print(f"{pyfunc.name:<44}{pyfunc.median:>9.2f}{pyfunc.throughput:>12,.0f}{1.0:>11.2f}  {'-':<15}{'-':>10}  "
-          f"runs {', '.join(f'{s:.2f}' for s in pyfunc.seconds)}")
-    for m in result["spark"].values():
-        ratio = m.throughput / pyfunc.throughput
-        print(f"{'spark_udf: ' + m.name:<44}{m.median:>9.2f}{m.throughput:>12,.0f}{ratio:>11.2f}  "
-              f"{','.join(map(str, m.threads)):<15}{m.warmup_s:>10.1f}  runs {', '.join(f'{s:.2f}' for s in m.seconds)}"
-              f"{'; ' + m.note if m.note else ''}")
-    baseline = next(iter(result["spark"].values()))
-    ratio = baseline.throughput / pyfunc.throughput
-    best = max(result["spark"].values(), key=lambda m: m.throughput)
-    print(f"one-time: JVM start {jvm_s:.1f} s; in-process load_model {result['load_s']:.1f} s; spark_udf (download + "
-          f"broadcast) {baseline.udf_s:.1f} s; first Spark job on 20,000 rows (worker start + model load) "
-          f"{baseline.warmup_s:.1f} s; Arrow -> pandas for the in-process frame {result['to_pandas_s']:.1f} s")
-    print(f"same rows, in order: yes; max |p_spark - p_pyfunc| = {result['max_diff']:.2e}; "
-          f"predicted delayed {result['delay_rate']:.3f}")
-    print(f"GOAL spark_udf/in-process throughput >= {GOAL}: as jobs/score.py runs it {ratio:.2f} -> "
-          f"{'MET' if ratio >= GOAL else 'NOT MET'}; best variant '{best.name}' "
-          f"{best.throughput / pyfunc.throughput:.2f} -> {'MET' if best.throughput / pyfunc.throughput >= GOAL else 'NOT MET'}")
+    spark = result["spark"]
+    baseline = next(iter(spark.values()))
+    print(f"\n== {family}: {pyfunc.rows:,} rows; medians; ratio = throughput / that of the in-process pyfunc runs "
+          f"interleaved with it (their median: 'pyfunc s') ==")
+    print(f"{'path':<46}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'pyfunc s':>9}{'CPU s':>7}{'drv/jvm/wrk':>15}"
+          f"{'CPU/pyf':>8}  {'thr':<4}{'1st job':>8}{'load':>10}  runs; note")
+
+    def row(m: Measured, name: str, ratio: float, paired: float) -> None:
+        parts = "/".join(f"{m.cpu_median(kind):.0f}" for kind in ("driver", "jvm", "workers"))
+        load = f"{m.load[0]:.1f}-{m.load[1]:.1f}" if m.load != (0.0, 0.0) else ""
+        print(f"{name:<46}{m.median:>8.2f}{m.throughput:>10,.0f}{ratio:>7.2f}{paired:>9.2f}{m.cpu_median():>7.1f}"
+              f"{parts:>15}{m.cpu_median() / pyfunc.cpu_median():>8.2f}  {','.join(map(str, m.threads)) or '-':<4}"
+              f"{(f'{m.warmup_s:.1f}' if m.warmup_s else '-'):>8}{load:>10}  "
+              f"{', '.join(f'{s:.1f}' for s in m.seconds)}{'; ' + m.note if m.note else ''}")
+
+    row(pyfunc, pyfunc.name, 1.0, pyfunc.median)
+    for m in result["diagnostics"]:
+        row(m, m.name, m.ratio, statistics.median(m.paired))
+    for m in spark.values():
+        row(m, "spark: " + m.name, m.ratio, statistics.median(m.paired))
+    scored = [m for m in spark.values() if "max|dp|" in m.note]
+    best = max(scored, key=lambda m: m.ratio)
+    one_thread = result["diagnostics"][0]
+    print("columns: CPU s = CPU seconds of every process involved, split driver (this process) / jvm / wrk (the "
+          "Python workers); CPU/pyf = CPU s / the in-process pyfunc's; thr = torch threads in the Python workers; "
+          "1st job = the untimed first Spark job on 20,000 rows (workers start, load the model); load = 1-minute "
+          "load average before-after")
+    print(f"one-time, not in the figures: JVM start {jvm_s:.1f} s; in-process load_model {result['load_s']:.1f} s; "
+          f"spark_udf (model download + broadcast) {baseline.udf_s:.1f} s; first Spark job {baseline.warmup_s:.1f} s; "
+          f"Arrow -> pandas of the in-process frame {result['to_pandas_s']:.1f} s")
+    print(f"same rows: the Spark output's flight keys equal the input's row by row, probabilities agree "
+          f"(max|dp| above); predicted delayed {result['delay_rate']:.3f}")
+    print(f"GOAL spark_udf / in-process throughput >= {GOAL}: as jobs/score.py runs it {baseline.ratio:.2f} -> "
+          f"{'MET' if baseline.ratio >= GOAL else 'NOT MET'}; best variant '{best.name}' {best.ratio:.2f} -> "
+          f"{'MET' if best.ratio >= GOAL else 'NOT MET'}")
+    print(f"against the in-process pyfunc at torch 1 thread (median {one_thread.median:.1f} s): as jobs/score.py "
+          f"{one_thread.median / baseline.median:.2f}, '{best.name}' {one_thread.median / best.median:.2f}")
 
 
 def variants_for(args) -> list[Variant]:
-    one = {"OMP_NUM_THREADS": "1"}
-    variants = [Variant("as jobs/score.py", note="default conf, 10,000 rows per Arrow batch")]
+    variants = [Variant("as jobs/score.py", note="default conf: 10,000 rows per Arrow batch")]
     if args.no_variants:
         return variants
-    variants.append(Variant("OMP_NUM_THREADS=1 via spark_udf extra_env", extra_env=one,
-                            note="proposed jobs/score.py change"))
+    variants.append(Variant("constant pandas UDF (no model)", constant=True, note="Spark's plumbing alone"))
     if args.quick:
         return variants
     variants += [
-        Variant("OMP_NUM_THREADS=1 via spark.executorEnv", worker_env=one),
-        Variant("maxRecordsPerBatch 50,000", conf={ARROW_BATCH_CONF: "50000"}),
-        Variant("threads=1 + maxRecordsPerBatch 50,000", extra_env=one, conf={ARROW_BATCH_CONF: "50000"}),
-        Variant("threads=1 + 4 partitions", extra_env=one, partitions=4, note="repartition(4): adds a shuffle"),
+        Variant("maxRecordsPerBatch 65,536", conf={ARROW_BATCH_CONF: "65536"}, note="the pyfunc's own chunk size"),
+        Variant("repartition(2)", partitions=2, note="a shuffle, same parallelism"),
+        Variant("repartition(4)", partitions=4, note="a shuffle, 4 tasks"),
+        Variant("maxRecordsPerBatch 65,536 + repartition(4)", conf={ARROW_BATCH_CONF: "65536"}, partitions=4),
     ]
+    if args.all_variants or args.only:
+        variants += [
+            Variant("torch 2 threads per worker (extra_env)", extra_env={"OMP_NUM_THREADS": "2"},
+                    note="2 workers x 2 threads on 2 cores"),
+            Variant("maxRecordsPerBatch 2,048", conf={ARROW_BATCH_CONF: "2048"}),
+            Variant("repartition(8)", partitions=8, note="a shuffle, 8 tasks"),
+        ]
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(";") if w.strip()]
+        variants = [variants[0], *(v for v in variants[1:] if v.name in wanted)]
     return variants
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="200,000 rows, 2 repeats, the thread variant only")
+    parser.add_argument("--quick", action="store_true", help="200,000 rows, 2 repeats, the constant-UDF variant only")
     parser.add_argument("--rows", type=int, default=None, help="feature rows scored (default 1,000,000)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of the baseline pair (default 3)")
+    parser.add_argument("--variant-repeats", type=int, default=None, help="timed runs of each variant pair (default 2)")
     parser.add_argument("--epochs", type=int, default=1, help="torch training epochs (quality is not measured)")
     parser.add_argument("--hgb", action="store_true", help="also measure the HistGradientBoosting family")
     parser.add_argument("--no-variants", action="store_true", help="only the path as jobs/score.py runs it")
-    parser.add_argument("--driver-memory", default=None, help="Spark driver memory (default: the settings')")
+    parser.add_argument("--all-variants", action="store_true", help="also smaller batches and more partitions")
+    parser.add_argument("--only", default="", help="the baseline and these variants (names, separated by ';')")
+    parser.add_argument("--driver-memory", default="4g",
+                        help="Spark driver memory (default 4g; the settings' 1g holds one 1M-row job, not several)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "flight-delay-bench")
     args = parser.parse_args()
     rows = args.rows or (200_000 if args.quick else 1_000_000)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     repeats = args.repeats or (2 if args.quick else 3)
+    variant_repeats = args.variant_repeats or (1 if args.quick else 2)
 
     from bench.bench_training import labelled_features
     from jobs.settings import get_settings
@@ -362,7 +528,8 @@ def main() -> None:
         jvm_s = time.perf_counter() - t
         print(f"Spark {spark.version} {spark.sparkContext.master}, driver memory {spark_settings.driver_memory}, "
               f"session in {jvm_s:.1f} s", flush=True)
-        results = {family: measure_family(spark, family, model, table, repeats, variants_for(args))
+        results = {family: measure_family(spark, family, model, table, repeats, variant_repeats,
+                                                 variants_for(args))
                    for family, model in served.items()}
         spark.stop()
     for family, result in results.items():

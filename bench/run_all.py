@@ -1,9 +1,9 @@
 """Run every benchmark in bench/ and print their figures (`make bench`)."""
 from __future__ import annotations
 
-from bench import bench_features, bench_ingest, bench_training
+from bench import bench_features, bench_ingest, bench_monitoring, bench_scoring, bench_training
 
 if __name__ == "__main__":
-    for module in (bench_ingest, bench_features, bench_training):
+    for module in (bench_ingest, bench_features, bench_training, bench_scoring, bench_monitoring):
         print(f"== {module.__name__} ==")
         module.main()
