@@ -24,16 +24,25 @@ measured side by side in the same run, interleaved, are what we report):
 - CPU seconds of each path (this process, the JVM and the Python workers together): on a
   shared machine they move less than wall time, and they show what each path costs;
 - variants of the Spark path, each with fresh Python workers, to explain the ratio:
-  a constant pandas UDF (no model: Spark's own cost of moving the rows through Python),
-  `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 (the pyfunc's own predict chunk,
-  jobs/model.py `_PREDICT_BATCH`; Spark's default is 10,000), `repartition(2)` and `(4)` of
-  the created DataFrame, and both together. Note: PySpark already runs
-  each Python worker with OMP_NUM_THREADS = the task's cores (1 here) unless
-  `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2 cores by
-  default (the `thr` column shows torch's thread count in the workers). `--all-variants` adds
-  2 torch threads per worker (`spark_udf(extra_env={"OMP_NUM_THREADS": "2"})`), 2,048-row
-  batches and repartition(8);
-  `--only "NAME;NAME"` runs the baseline and the named variants.
+  a constant pandas UDF (no model: Spark's own cost of moving the rows through Python);
+  `one task per Arrow batch` (jobs/score.py before its coalesce: no coalesce at all);
+  `repartition(2)`; `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 without the
+  coalesce (Spark's default is 10,000). `--all-variants` adds repartition(4) and (8),
+  2,048-row batches, and 2 torch threads per worker
+  (`spark_udf(extra_env={"OMP_NUM_THREADS": "2"})`); `--only "NAME;NAME"` runs the baseline
+  and the named variants. The `tasks` column gives the partitions of the scored DataFrame.
+
+What the variants showed (2 cores, Spark 4.3, MLflow 3.17): `spark.createDataFrame(arrow
+table)` makes one partition per Arrow batch of maxRecordsPerBatch rows (1M rows: 100 tasks),
+and in local mode `spark_udf` does not use its per-worker model cache
+(`should_use_spark_to_broadcast_file` is false), so every task loads the model again (MLmodel,
+requirements check, unpickling, torch.load): that, not torch threads, is what the Python
+workers spent most of their time on. So jobs/score.py coalesces the features to
+ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 4 tasks), without a
+shuffle. PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1
+here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
+cores (the `thr` column shows torch's threads in the workers); 2 threads per worker made it
+about 2x slower.
 
 The rows: real pre-departure features of January-March 2013 (jobs/features_reference.py,
 the parity-tested pandas twin of the Spark job, as bench/bench_training.py builds and caches
@@ -147,6 +156,7 @@ class Variant:
     worker_env: dict[str, str] = field(default_factory=dict)  # = spark.executorEnv.* (the Python workers' env)
     extra_env: dict[str, str] | None = None                   # spark_udf(extra_env=...)
     partitions: int | None = None                             # createDataFrame(...).repartition(n)
+    coalesce: bool = True                                     # jobs/score.py's coalesce to scoring_tasks(...)
     constant: bool = False                                    # a pandas UDF that returns 0.5: Spark's plumbing alone
     note: str = ""
 
@@ -190,15 +200,26 @@ def make_udf(spark, model, variant: Variant):
                                    extra_env=variant.extra_env)
 
 
-def spark_score(spark, table, udf, inputs, key, model, partitions: int | None):
+def features_frame(spark, table, variant: Variant):
+    """The features DataFrame as jobs/score.py makes it (createDataFrame of the Arrow table, coalesced to
+    scoring_tasks(rows, rows_per_task of the settings)), or the variant's change instead."""
+    from jobs.score import scoring_tasks
+    from jobs.settings import get_settings
+
+    features = spark.createDataFrame(table)
+    if variant.partitions:
+        return features.repartition(variant.partitions)
+    if variant.coalesce:
+        return features.coalesce(scoring_tasks(table.num_rows, get_settings().scoring.rows_per_task))
+    return features
+
+
+def spark_score(spark, table, udf, inputs, key, model, variant: Variant):
     """One end-to-end Spark job as jobs/score.py runs it: Arrow in, predictions collected as Arrow."""
     from jobs.score import score_frame
 
-    features = spark.createDataFrame(table)
-    if partitions:
-        features = features.repartition(partitions)
     scored_at = dt.datetime(2013, 3, 1)
-    return score_frame(features, udf, inputs, key, model, scored_at).toArrow()
+    return score_frame(features_frame(spark, table, variant), udf, inputs, key, model, scored_at).toArrow()
 
 
 def worker_threads(spark) -> list[int]:
@@ -224,6 +245,7 @@ class Measured:
     warmup_s: float = 0.0
     udf_s: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
+    tasks: int = 0  # partitions of the scored DataFrame: Spark tasks, and UDF calls (each loads the model locally)
     cpu: list[dict[str, float]] = field(default_factory=list)  # CPU seconds per run: driver, jvm, workers
 
     def cpu_median(self, kind: str | None = None) -> float:
@@ -391,8 +413,9 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
             udf = make_udf(spark, model, variant)
             udf_s = time.perf_counter() - t
             t = time.perf_counter()
-            spark_score(spark, warm, udf, inputs, key, model, variant.partitions)  # workers start, load the model
-            measured = Measured(variant.name, [], rows, variant.note, warmup_s=time.perf_counter() - t, udf_s=udf_s)
+            spark_score(spark, warm, udf, inputs, key, model, variant)  # workers start, load the model
+            measured = Measured(variant.name, [], rows, variant.note, warmup_s=time.perf_counter() - t, udf_s=udf_s,
+                                tasks=features_frame(spark, table, variant).rdd.getNumPartitions())
             for _ in range(repeats if baseline else variant_repeats):
                 # Interleaved with in-process runs, so that both see the same machine load.
                 measured.paired.append(run_pyfunc())
@@ -400,7 +423,7 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
                     run_diagnostics()
                 out = None
                 gc.collect()  # drop the previous job's DataFrames (py4j proxies) so the JVM can free their rows
-                out = timed(measured, lambda: spark_score(spark, table, udf, inputs, key, model, variant.partitions),
+                out = timed(measured, lambda: spark_score(spark, table, udf, inputs, key, model, variant),
                             f"spark [{variant.name}]")
             measured.load = (load_before, os.getloadavg()[0])
             if not variant.constant:
@@ -420,13 +443,14 @@ def print_family(family: str, result: dict, jvm_s: float) -> None:
     print(f"\n== {family}: {pyfunc.rows:,} rows; medians; ratio = throughput / that of the in-process pyfunc runs "
           f"interleaved with it (their median: 'pyfunc s') ==")
     print(f"{'path':<46}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'pyfunc s':>9}{'CPU s':>7}{'drv/jvm/wrk':>15}"
-          f"{'CPU/pyf':>8}  {'thr':<4}{'1st job':>8}{'load':>10}  runs; note")
+          f"{'CPU/pyf':>8}{'tasks':>6}  {'thr':<4}{'1st job':>8}{'load':>10}  runs; note")
 
     def row(m: Measured, name: str, ratio: float, paired: float) -> None:
         parts = "/".join(f"{m.cpu_median(kind):.0f}" for kind in ("driver", "jvm", "workers"))
         load = f"{m.load[0]:.1f}-{m.load[1]:.1f}" if m.load != (0.0, 0.0) else ""
         print(f"{name:<46}{m.median:>8.2f}{m.throughput:>10,.0f}{ratio:>7.2f}{paired:>9.2f}{m.cpu_median():>7.1f}"
-              f"{parts:>15}{m.cpu_median() / pyfunc.cpu_median():>8.2f}  {','.join(map(str, m.threads)) or '-':<4}"
+              f"{parts:>15}{m.cpu_median() / pyfunc.cpu_median():>8.2f}{m.tasks or '-':>6}  "
+              f"{','.join(map(str, m.threads)) or '-':<4}"
               f"{(f'{m.warmup_s:.1f}' if m.warmup_s else '-'):>8}{load:>10}  "
               f"{', '.join(f'{s:.1f}' for s in m.seconds)}{'; ' + m.note if m.note else ''}")
 
@@ -437,9 +461,9 @@ def print_family(family: str, result: dict, jvm_s: float) -> None:
         row(m, "spark: " + m.name, m.ratio, statistics.median(m.paired))
     scored = [m for m in spark.values() if "max|dp|" in m.note]
     best = max(scored, key=lambda m: m.ratio)
-    one_thread = result["diagnostics"][0]
     print("columns: CPU s = CPU seconds of every process involved, split driver (this process) / jvm / wrk (the "
-          "Python workers); CPU/pyf = CPU s / the in-process pyfunc's; thr = torch threads in the Python workers; "
+          "Python workers); CPU/pyf = CPU s / the in-process pyfunc's; tasks = partitions of the scored DataFrame "
+          "(Spark tasks; in local mode spark_udf loads the model once per task); thr = torch threads in the Python workers; "
           "1st job = the untimed first Spark job on 20,000 rows (workers start, load the model); load = 1-minute "
           "load average before-after")
     print(f"one-time, not in the figures: JVM start {jvm_s:.1f} s; in-process load_model {result['load_s']:.1f} s; "
@@ -450,29 +474,32 @@ def print_family(family: str, result: dict, jvm_s: float) -> None:
     print(f"GOAL spark_udf / in-process throughput >= {GOAL}: as jobs/score.py runs it {baseline.ratio:.2f} -> "
           f"{'MET' if baseline.ratio >= GOAL else 'NOT MET'}; best variant '{best.name}' {best.ratio:.2f} -> "
           f"{'MET' if best.ratio >= GOAL else 'NOT MET'}")
-    print(f"against the in-process pyfunc at torch 1 thread (median {one_thread.median:.1f} s): as jobs/score.py "
-          f"{one_thread.median / baseline.median:.2f}, '{best.name}' {one_thread.median / best.median:.2f}")
+    for m in result["diagnostics"]:
+        print(f"against '{m.name}' (median {m.median:.1f} s) instead: as jobs/score.py "
+              f"{m.median / baseline.median:.2f}, '{best.name}' {m.median / best.median:.2f}")
 
 
 def variants_for(args) -> list[Variant]:
-    variants = [Variant("as jobs/score.py", note="default conf: 10,000 rows per Arrow batch")]
+    variants = [Variant("as jobs/score.py", note="coalesced to ceil(rows / scoring.rows_per_task) tasks")]
     if args.no_variants:
         return variants
     variants.append(Variant("constant pandas UDF (no model)", constant=True, note="Spark's plumbing alone"))
     if args.quick:
         return variants
     variants += [
-        Variant("maxRecordsPerBatch 65,536", conf={ARROW_BATCH_CONF: "65536"}, note="the pyfunc's own chunk size"),
-        Variant("repartition(2)", partitions=2, note="a shuffle, same parallelism"),
-        Variant("repartition(4)", partitions=4, note="a shuffle, 4 tasks"),
-        Variant("maxRecordsPerBatch 65,536 + repartition(4)", conf={ARROW_BATCH_CONF: "65536"}, partitions=4),
+        Variant("one task per Arrow batch (no coalesce)", coalesce=False,
+                note="jobs/score.py before the coalesce: the model loads once per 10,000 rows"),
+        Variant("repartition(2)", partitions=2, note="a shuffle, 2 tasks"),
+        Variant("maxRecordsPerBatch 65,536, no coalesce", conf={ARROW_BATCH_CONF: "65536"}, coalesce=False,
+                note="fewer, larger Arrow batches, hence fewer partitions"),
     ]
     if args.all_variants or args.only:
         variants += [
+            Variant("repartition(4)", partitions=4, note="a shuffle, 4 tasks"),
+            Variant("repartition(8)", partitions=8, note="a shuffle, 8 tasks"),
             Variant("torch 2 threads per worker (extra_env)", extra_env={"OMP_NUM_THREADS": "2"},
                     note="2 workers x 2 threads on 2 cores"),
-            Variant("maxRecordsPerBatch 2,048", conf={ARROW_BATCH_CONF: "2048"}),
-            Variant("repartition(8)", partitions=8, note="a shuffle, 8 tasks"),
+            Variant("maxRecordsPerBatch 2,048, no coalesce", conf={ARROW_BATCH_CONF: "2048"}, coalesce=False),
         ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(";") if w.strip()]

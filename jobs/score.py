@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -177,6 +178,11 @@ def _summary(frame: "Any") -> tuple[float | None, float | None]:
     return round(float(frame[PREDICTED].mean()), 6), round(float(frame[PROBABILITY].mean()), 6)
 
 
+def scoring_tasks(rows: int, rows_per_task: int) -> int:
+    """Spark tasks for scoring `rows` rows: enough that each holds at most `rows_per_task`."""
+    return max(1, math.ceil(rows / rows_per_task))
+
+
 def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
                 spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
     """Score flight dates first .. first+days-1 with the champion (see the module docstring)."""
@@ -219,7 +225,12 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
     inputs = model_inputs(model.uri)
     key = list(load_feature_schema(settings.features.schema_path).key)
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None)
-    features = spark.createDataFrame(pa.concat_tables(tables, promote_options="default"))
+    table = pa.concat_tables(tables, promote_options="default")
+    tasks = scoring_tasks(table.num_rows, settings.scoring.rows_per_task)
+    log.info("scoring %d rows of %d dates in %d Spark task(s)", table.num_rows, len(manifests), tasks)
+    # createDataFrame makes a partition per Arrow batch (10,000 rows) and spark_udf loads the
+    # model in each task: fewer, larger tasks, without a shuffle.
+    features = spark.createDataFrame(table).coalesce(tasks)
     predictions = score_frame(features, udf, inputs, key, model, scored_at).toArrow()
 
     results = []

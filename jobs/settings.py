@@ -281,8 +281,15 @@ class FeatureSettings(_Strict):
         return path if path.is_absolute() else CONFIG_DIR / path
 
 
+class ScoringSettings(_Strict):
+    """Batch scoring (jobs/score.py); see config/settings.yaml."""
+
+    # Rows per Spark task of the scoring job: spark_udf loads the model once per task.
+    rows_per_task: int = Field(default=250_000, ge=1_000)
+
+
 class MonitoringSettings(_Strict):
-    """Scoring and monitoring (jobs/score.py, jobs/monitor.py); see config/settings.yaml."""
+    """Monitoring (jobs/monitor.py); see config/settings.yaml."""
 
     experiment: str = Field(min_length=1)
     label_lag_days: int = Field(ge=0, le=30)
@@ -310,6 +317,7 @@ class Settings(_Strict):
     features: FeatureSettings
     training: TrainingSettings
     gate: GatePolicy
+    scoring: ScoringSettings = ScoringSettings()
     monitoring: MonitoringSettings
     retraining: RetrainPolicy
 

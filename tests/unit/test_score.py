@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 
 import mlflow
@@ -12,7 +13,7 @@ from mlflow import MlflowClient
 from jobs.features import features_key
 from jobs.lake import Lake
 from jobs.score import (ChampionUnusable, NothingToScore, PREDICTED, PROBABILITY, main, predictions_key,
-                        score_dates)
+                        score_dates, scoring_tasks)
 from tests.unit.conftest import settings_with
 
 KEY = ["year", "month", "day", "carrier", "flight", "origin"]
@@ -68,6 +69,29 @@ def test_a_range_scores_the_dates_with_features_and_names_the_others(served, spa
     assert [r.ds for r in results] == ["2013-01-07", "2013-01-08"]
     assert "no features partition" in caplog.text and "date=2013-01-09" in caplog.text
     assert not lake.partition_exists(predictions_key("2013-01-09"))
+
+
+@pytest.mark.parametrize(("rows", "per_task", "tasks"), [(0, 1000, 1), (900, 1000, 1), (1000, 1000, 1),
+                                                         (1001, 1000, 2), (1_000_000, 250_000, 4)])
+def test_scoring_tasks_hold_at_most_rows_per_task(rows, per_task, tasks):
+    assert scoring_tasks(rows, per_task) == tasks
+
+
+def test_scores_are_the_same_in_one_task_or_several(served, spark, caplog):
+    caplog.set_level(logging.INFO, logger="jobs.score")
+    lake, settings = served["lake"], served["settings"]
+    score_dates(lake, dt.date(2013, 1, 7), 2, settings=settings, spark=spark)
+    one = {ds: lake.read_partition(predictions_key(ds)) for ds in ("2013-01-07", "2013-01-08")}
+    rows = sum(len(frame) for frame in one.values())
+    assert f"scoring {rows} rows of 2 dates in 1 Spark task(s)" in caplog.text
+    several = settings.model_copy(update={"scoring": settings.scoring.model_copy(update={"rows_per_task": 1000})})
+    score_dates(lake, dt.date(2013, 1, 7), 2, settings=several, spark=spark)
+    assert f"in {scoring_tasks(rows, 1000)} Spark task(s)" in caplog.text and rows > 1000
+    for ds, frame in one.items():
+        again = lake.read_partition(predictions_key(ds))
+        merged = frame[[*KEY, PROBABILITY]].merge(again[[*KEY, PROBABILITY]], on=KEY, suffixes=("", "_again"))
+        assert len(merged) == len(frame) == len(again)
+        np.testing.assert_allclose(merged[PROBABILITY], merged[PROBABILITY + "_again"], atol=1e-9)
 
 
 def test_no_features_is_a_skip_naming_the_partition(served, spark):
