@@ -19,16 +19,17 @@ measured side by side in the same run, interleaved, are what we report):
   by row) and agree: max |p_spark - p_pyfunc|;
 - diagnostics of the in-process figure, run in the baseline's pairs: the pyfunc with torch
   at 1 thread; called per 10,000-row slice (what each Spark worker does with its Arrow
-  batches, without Spark); with jobs/model.py's predict chunk `_PREDICT_BATCH` set to 8,192
-  (monkeypatched: the pyfunc runs the pipeline's own jobs.model);
+  batches, without Spark); with jobs/model.py's predict chunk `_PREDICT_BATCH` set to 65,536,
+  its value until this bench showed it 2-3x slower than 8,192 (monkeypatched: the pyfunc
+  runs the pipeline's own jobs.model);
 - CPU seconds of each path (this process, the JVM and the Python workers together): on a
   shared machine they move less than wall time, and they show what each path costs;
 - variants of the Spark path, each with fresh Python workers, to explain the ratio:
   a constant pandas UDF (no model: Spark's own cost of moving the rows through Python);
-  `one task per Arrow batch` (jobs/score.py before its coalesce: no coalesce at all);
-  `repartition(2)`; `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 without the
-  coalesce (Spark's default is 10,000). `--all-variants` adds repartition(4) and (8),
-  2,048-row batches, and 2 torch threads per worker
+  `one task per Arrow batch` (jobs/score.py before its repartition); `coalesce(2)` (the same
+  tasks without a shuffle); `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 without
+  the repartition (Spark's default is 10,000). `--all-variants` adds repartition(4) and (8),
+  2,048-row batches, 65,536-row batches with the repartition, and 2 torch threads per worker
   (`spark_udf(extra_env={"OMP_NUM_THREADS": "2"})`); `--only "NAME;NAME"` runs the baseline
   and the named variants. The `tasks` column gives the partitions of the scored DataFrame.
 
@@ -37,9 +38,11 @@ table)` makes one partition per Arrow batch of maxRecordsPerBatch rows (1M rows:
 and in local mode `spark_udf` does not use its per-worker model cache
 (`should_use_spark_to_broadcast_file` is false), so every task loads the model again (MLmodel,
 requirements check, unpickling, torch.load): that, not torch threads, is what the Python
-workers spent most of their time on. So jobs/score.py coalesces the features to
-ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 4 tasks), without a
-shuffle. PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1
+workers spent most of their time on. So jobs/score.py repartitions the features to
+ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks): with the model
+predicting in 65,536-row chunks, 100 tasks scored at 0.67x the in-process throughput, a
+coalesce to 4 at 0.73x, to 2 at 1.05x and repartition(2) at 1.55x (the shuffle costs less
+than what coalesce(2)'s workers spent beyond repartition(2)'s: 34 vs 19 CPU s). PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1
 here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
 cores (the `thr` column shows torch's threads in the workers); 2 threads per worker made it
 about 2x slower.
@@ -155,8 +158,9 @@ class Variant:
     conf: dict[str, str] = field(default_factory=dict)       # runtime SQL conf
     worker_env: dict[str, str] = field(default_factory=dict)  # = spark.executorEnv.* (the Python workers' env)
     extra_env: dict[str, str] | None = None                   # spark_udf(extra_env=...)
-    partitions: int | None = None                             # createDataFrame(...).repartition(n)
-    coalesce: bool = True                                     # jobs/score.py's coalesce to scoring_tasks(...)
+    partitions: int | None = None                             # instead of jobs/score.py's: repartition(n)
+    coalesce: int | None = None                               # instead: coalesce(n) (no shuffle)
+    raw: bool = False                                         # instead: createDataFrame's own partitions
     constant: bool = False                                    # a pandas UDF that returns 0.5: Spark's plumbing alone
     note: str = ""
 
@@ -201,17 +205,18 @@ def make_udf(spark, model, variant: Variant):
 
 
 def features_frame(spark, table, variant: Variant):
-    """The features DataFrame as jobs/score.py makes it (createDataFrame of the Arrow table, coalesced to
-    scoring_tasks(rows, rows_per_task of the settings)), or the variant's change instead."""
-    from jobs.score import scoring_tasks
+    """The features DataFrame as jobs/score.py makes it (jobs.score.scoring_frame: createDataFrame of the
+    Arrow table repartitioned to scoring_tasks(rows, rows_per_task of the settings)), or the variant's."""
+    from jobs.score import scoring_frame
     from jobs.settings import get_settings
 
-    features = spark.createDataFrame(table)
     if variant.partitions:
-        return features.repartition(variant.partitions)
+        return spark.createDataFrame(table).repartition(variant.partitions)
     if variant.coalesce:
-        return features.coalesce(scoring_tasks(table.num_rows, get_settings().scoring.rows_per_task))
-    return features
+        return spark.createDataFrame(table).coalesce(variant.coalesce)
+    if variant.raw:
+        return spark.createDataFrame(table)
+    return scoring_frame(spark, table, get_settings().scoring.rows_per_task)
 
 
 def spark_score(spark, table, udf, inputs, key, model, variant: Variant):
@@ -219,7 +224,8 @@ def spark_score(spark, table, udf, inputs, key, model, variant: Variant):
     from jobs.score import score_frame
 
     scored_at = dt.datetime(2013, 3, 1)
-    return score_frame(features_frame(spark, table, variant), udf, inputs, key, model, scored_at).toArrow()
+    out = score_frame(features_frame(spark, table, variant), udf, inputs, key, model, scored_at).toArrow()
+    return out.sort_by([(column, "ascending") for column in key])  # as jobs/score.py writes its days
 
 
 def worker_threads(spark) -> list[int]:
@@ -377,8 +383,8 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
          lambda: torch_threads(1), whole),
         (Measured(f"in-process, predict per {batch_rows:,}-row slice", [], rows,
                   "one process: the batches a Spark worker gets"), contextlib.nullcontext, per_batch),
-        (Measured("in-process, _PREDICT_BATCH 8,192", [], rows, f"jobs/model.py chunk, now {default_chunk:,}"),
-         lambda: predict_chunk(8192), whole),
+        (Measured("in-process, _PREDICT_BATCH 65,536", [], rows, f"jobs/model.py chunk, now {default_chunk:,}"),
+         lambda: predict_chunk(65_536), whole),
     ]
     expected: np.ndarray | None = None
 
@@ -480,17 +486,17 @@ def print_family(family: str, result: dict, jvm_s: float) -> None:
 
 
 def variants_for(args) -> list[Variant]:
-    variants = [Variant("as jobs/score.py", note="coalesced to ceil(rows / scoring.rows_per_task) tasks")]
+    variants = [Variant("as jobs/score.py", note="repartitioned to ceil(rows / scoring.rows_per_task) tasks")]
     if args.no_variants:
         return variants
     variants.append(Variant("constant pandas UDF (no model)", constant=True, note="Spark's plumbing alone"))
     if args.quick:
         return variants
     variants += [
-        Variant("one task per Arrow batch (no coalesce)", coalesce=False,
-                note="jobs/score.py before the coalesce: the model loads once per 10,000 rows"),
-        Variant("repartition(2)", partitions=2, note="a shuffle, 2 tasks"),
-        Variant("maxRecordsPerBatch 65,536, no coalesce", conf={ARROW_BATCH_CONF: "65536"}, coalesce=False,
+        Variant("one task per Arrow batch", raw=True,
+                note="no repartition: the model loads once per 10,000 rows"),
+        Variant("coalesce(2)", coalesce=2, note="no shuffle, 2 tasks"),
+        Variant("maxRecordsPerBatch 65,536, no repartition", conf={ARROW_BATCH_CONF: "65536"}, raw=True,
                 note="fewer, larger Arrow batches, hence fewer partitions"),
     ]
     if args.all_variants or args.only:
@@ -499,7 +505,9 @@ def variants_for(args) -> list[Variant]:
             Variant("repartition(8)", partitions=8, note="a shuffle, 8 tasks"),
             Variant("torch 2 threads per worker (extra_env)", extra_env={"OMP_NUM_THREADS": "2"},
                     note="2 workers x 2 threads on 2 cores"),
-            Variant("maxRecordsPerBatch 2,048, no coalesce", conf={ARROW_BATCH_CONF: "2048"}, coalesce=False),
+            Variant("maxRecordsPerBatch 2,048, no repartition", conf={ARROW_BATCH_CONF: "2048"}, raw=True),
+            Variant("maxRecordsPerBatch 65,536", conf={ARROW_BATCH_CONF: "65536"},
+                    note="as jobs/score.py, with larger Arrow batches to the workers"),
         ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(";") if w.strip()]

@@ -106,7 +106,10 @@ __all__ = [
 DEFAULT_EXCLUDED_FEATURES: tuple[str, ...] = ("month",)
 PREDICTION_COLUMN = "probability"  # the pyfunc's output column: P(is_delayed)
 EpochCallback = Callable[[int, dict[str, float]], None]
-_PREDICT_BATCH = 65_536
+# Rows per forward pass at prediction: 8,192 keeps the ensemble's activations in cache; on 2
+# CPU threads, 1M rows predicted in 6.4-7.0 s at 8,192, 7.9-10.5 s at 16,384 and 19.2 s at
+# 65,536 (1,024: 8.2 s).
+_PREDICT_BATCH = 8_192
 _UNBOUNDED = 1e9
 
 

@@ -285,7 +285,7 @@ class ScoringSettings(_Strict):
     """Batch scoring (jobs/score.py); see config/settings.yaml."""
 
     # Rows per Spark task of the scoring job: spark_udf loads the model once per task.
-    rows_per_task: int = Field(default=250_000, ge=1_000)
+    rows_per_task: int = Field(default=500_000, ge=1_000)
 
 
 class MonitoringSettings(_Strict):

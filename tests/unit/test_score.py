@@ -91,6 +91,8 @@ def test_scores_are_the_same_in_one_task_or_several(served, spark, caplog):
         again = lake.read_partition(predictions_key(ds))
         merged = frame[[*KEY, PROBABILITY]].merge(again[[*KEY, PROBABILITY]], on=KEY, suffixes=("", "_again"))
         assert len(merged) == len(frame) == len(again)
+        keys = list(again[KEY].itertuples(index=False, name=None))
+        assert keys == sorted(keys), f"predictions of {ds} are not in flight-key order"
         np.testing.assert_allclose(merged[PROBABILITY], merged[PROBABILITY + "_again"], atol=1e-9)
 
 
