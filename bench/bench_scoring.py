@@ -17,7 +17,7 @@ measured side by side in the same run, interleaved, are what we report):
   and Arrow -> pandas of the in-process frame;
 - that both paths scored identical rows (the output's flight key equals the input's, row
   by row) and agree: max |p_spark - p_pyfunc|;
-- diagnostics of the in-process figure, run in the baseline's pairs: the pyfunc with torch
+- diagnostics of the in-process figure, run first in their own pairs: the pyfunc with torch
   at 1 thread; called per 10,000-row slice (what each Spark worker does with its Arrow
   batches, without Spark); with jobs/model.py's predict chunk `_PREDICT_BATCH` set to 65,536,
   its value until this bench showed it 2-3x slower than 8,192 (monkeypatched: the pyfunc
@@ -26,10 +26,10 @@ measured side by side in the same run, interleaved, are what we report):
   shared machine they move less than wall time, and they show what each path costs;
 - variants of the Spark path, each with fresh Python workers, to explain the ratio:
   a constant pandas UDF (no model: Spark's own cost of moving the rows through Python);
-  `one task per Arrow batch` (jobs/score.py before its repartition); `coalesce(2)` (the same
-  tasks without a shuffle); `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 without
-  the repartition (Spark's default is 10,000). `--all-variants` adds repartition(4) and (8),
-  2,048-row batches, 65,536-row batches with the repartition, and 2 torch threads per worker
+  `one task per Arrow batch` (jobs/score.py before its coalesce); `repartition(2)` (the same
+  tasks by a shuffle); `spark.sql.execution.arrow.maxRecordsPerBatch` 65,536 without the
+  coalesce (Spark's default is 10,000). `--all-variants` adds repartition(4) and (8),
+  2,048-row batches, 65,536-row batches with the coalesce, and 2 torch threads per worker
   (`spark_udf(extra_env={"OMP_NUM_THREADS": "2"})`); `--only "NAME;NAME"` runs the baseline
   and the named variants. The `tasks` column gives the partitions of the scored DataFrame.
 
@@ -38,12 +38,14 @@ table)` makes one partition per Arrow batch of maxRecordsPerBatch rows (1M rows:
 and in local mode `spark_udf` does not use its per-worker model cache
 (`should_use_spark_to_broadcast_file` is false), so every task loads the model again (MLmodel,
 requirements check, unpickling, torch.load): that, not torch threads, is what the Python
-workers spent most of their time on. So jobs/score.py repartitions the features to
-ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks): with the model
-predicting in 65,536-row chunks, 100 tasks scored at 0.67x the in-process throughput, a
-coalesce to 4 at 0.73x, to 2 at 1.05x and repartition(2) at 1.55x (the shuffle costs less
-than what coalesce(2)'s workers spent beyond repartition(2)'s: 34 vs 19 CPU s). PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1
-here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
+workers spent most of their time on. So jobs/score.py coalesces the features to
+ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks). One run
+(2026-12-04, 1M rows): in-process 9.5 s; Spark as jobs/score.py 13.8 s (ratio 0.67), with
+100 tasks 23.9 s (0.37), repartition(2) 14.6 s (0.70), 65,536-row batches without the
+coalesce (16 tasks) 14.3 s (0.73); a constant UDF 5.0 s (Spark's own cost); against
+in-process torch at 1 thread (what each worker gets) 1.05. The diagnostics also showed
+jobs/model.py's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
+PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1 here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
 cores (the `thr` column shows torch's threads in the workers); 2 threads per worker made it
 about 2x slower.
 
@@ -159,7 +161,7 @@ class Variant:
     worker_env: dict[str, str] = field(default_factory=dict)  # = spark.executorEnv.* (the Python workers' env)
     extra_env: dict[str, str] | None = None                   # spark_udf(extra_env=...)
     partitions: int | None = None                             # instead of jobs/score.py's: repartition(n)
-    coalesce: int | None = None                               # instead: coalesce(n) (no shuffle)
+    coalesce: int | None = None                               # instead: coalesce(n)
     raw: bool = False                                         # instead: createDataFrame's own partitions
     constant: bool = False                                    # a pandas UDF that returns 0.5: Spark's plumbing alone
     note: str = ""
@@ -409,6 +411,20 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
             if not np.allclose(got, expected, atol=1e-6):
                 raise AssertionError(f"{measured.name}: probabilities differ from the pyfunc's")
 
+    # The diagnostics first, in pairs with the pyfunc, apart from Spark: when they were
+    # interleaved with the first variant's runs, its Python workers spent ~1.5x the CPU
+    # seconds of the same layout measured later, whichever layout came first.
+    for _ in range(repeats):
+        run_pyfunc()
+        run_diagnostics()
+
+    # The JVM compiles its Arrow and Python-runner paths as it runs: one untimed full-size job
+    # first, so that the first variant measured is not also the JVM's warm-up.
+    jit = Variant("JVM warm-up", constant=True)
+    with applied(spark, jit):
+        t = time.perf_counter()
+        spark_score(spark, table, make_udf(spark, model, jit), inputs, key, model, jit)
+        print(f"  untimed JVM warm-up (a full-size job, constant UDF): {time.perf_counter() - t:.1f} s", flush=True)
     warm = table.slice(0, 20_000)
     results: dict[str, Measured] = {}
     for variant in variants:
@@ -425,8 +441,6 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
             for _ in range(repeats if baseline else variant_repeats):
                 # Interleaved with in-process runs, so that both see the same machine load.
                 measured.paired.append(run_pyfunc())
-                if baseline:
-                    run_diagnostics()
                 out = None
                 gc.collect()  # drop the previous job's DataFrames (py4j proxies) so the JVM can free their rows
                 out = timed(measured, lambda: spark_score(spark, table, udf, inputs, key, model, variant),
@@ -486,7 +500,7 @@ def print_family(family: str, result: dict, jvm_s: float) -> None:
 
 
 def variants_for(args) -> list[Variant]:
-    variants = [Variant("as jobs/score.py", note="repartitioned to ceil(rows / scoring.rows_per_task) tasks")]
+    variants = [Variant("as jobs/score.py", note="coalesced to ceil(rows / scoring.rows_per_task) tasks")]
     if args.no_variants:
         return variants
     variants.append(Variant("constant pandas UDF (no model)", constant=True, note="Spark's plumbing alone"))
@@ -494,9 +508,9 @@ def variants_for(args) -> list[Variant]:
         return variants
     variants += [
         Variant("one task per Arrow batch", raw=True,
-                note="no repartition: the model loads once per 10,000 rows"),
-        Variant("coalesce(2)", coalesce=2, note="no shuffle, 2 tasks"),
-        Variant("maxRecordsPerBatch 65,536, no repartition", conf={ARROW_BATCH_CONF: "65536"}, raw=True,
+                note="no coalesce: the model loads once per 10,000 rows"),
+        Variant("repartition(2)", partitions=2, note="a shuffle, 2 tasks"),
+        Variant("maxRecordsPerBatch 65,536, no coalesce", conf={ARROW_BATCH_CONF: "65536"}, raw=True,
                 note="fewer, larger Arrow batches, hence fewer partitions"),
     ]
     if args.all_variants or args.only:
@@ -505,7 +519,7 @@ def variants_for(args) -> list[Variant]:
             Variant("repartition(8)", partitions=8, note="a shuffle, 8 tasks"),
             Variant("torch 2 threads per worker (extra_env)", extra_env={"OMP_NUM_THREADS": "2"},
                     note="2 workers x 2 threads on 2 cores"),
-            Variant("maxRecordsPerBatch 2,048, no repartition", conf={ARROW_BATCH_CONF: "2048"}, raw=True),
+            Variant("maxRecordsPerBatch 2,048, no coalesce", conf={ARROW_BATCH_CONF: "2048"}, raw=True),
             Variant("maxRecordsPerBatch 65,536", conf={ARROW_BATCH_CONF: "65536"},
                     note="as jobs/score.py, with larger Arrow batches to the workers"),
         ]

@@ -187,11 +187,10 @@ def scoring_frame(spark: "SparkSession", table: "Any", rows_per_task: int) -> "D
     """The features to score as a DataFrame of scoring_tasks(rows, rows_per_task) partitions.
 
     createDataFrame makes a partition per Arrow batch (10,000 rows), and in local mode
-    spark_udf loads the model again in every task: fewer, larger tasks. A repartition, not a
-    coalesce: on 1M rows in 2 tasks it scored 1.5x faster than coalesce(2)
-    (bench/bench_scoring.py), and the shuffle of the features is cheap next to the model.
+    spark_udf loads the model again in every task: fewer, larger tasks, by a coalesce (no
+    shuffle; bench/bench_scoring.py measured repartition(2) no faster).
     """
-    return spark.createDataFrame(table).repartition(scoring_tasks(table.num_rows, rows_per_task))
+    return spark.createDataFrame(table).coalesce(scoring_tasks(table.num_rows, rows_per_task))
 
 
 def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
