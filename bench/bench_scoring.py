@@ -43,7 +43,8 @@ ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks). On
 (2026-12-04, 1M rows): in-process 9.5 s; Spark as jobs/score.py 13.8 s (ratio 0.67), with
 100 tasks 23.9 s (0.37), repartition(2) 14.6 s (0.70), 65,536-row batches without the
 coalesce (16 tasks) 14.3 s (0.73); a constant UDF 5.0 s (Spark's own cost); against
-in-process torch at 1 thread (what each worker gets) 1.05. The diagnostics also showed
+in-process torch at 1 thread (what each worker gets) 1.05. A second run: as jobs/score.py
+0.77, repartition(2) 0.66, 65,536-row batches with the coalesce 0.74. The diagnostics also showed
 jobs/model.py's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
 PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1 here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
 cores (the `thr` column shows torch's threads in the workers); 2 threads per worker made it
