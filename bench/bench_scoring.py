@@ -44,11 +44,12 @@ ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks). On
 100 tasks 23.9 s (0.37), repartition(2) 14.6 s (0.70), 65,536-row batches without the
 coalesce (16 tasks) 14.3 s (0.73); a constant UDF 5.0 s (Spark's own cost); against
 in-process torch at 1 thread (what each worker gets) 1.05. A second run: as jobs/score.py
-0.77, repartition(2) 0.66, 65,536-row batches with the coalesce 0.74. The diagnostics also showed
-jobs/model.py's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
-PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1 here) unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2
-cores (the `thr` column shows torch's threads in the workers); 2 threads per worker made it
-about 2x slower.
+0.77, repartition(2) 0.66, 65,536-row batches with the coalesce 0.74. The diagnostics also
+showed jobs/model.py's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
+PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1 here)
+unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2 cores
+(the `thr` column shows torch's threads in the workers); 2 threads per worker made it about
+2x slower.
 
 The rows: real pre-departure features of January-March 2013 (jobs/features_reference.py,
 the parity-tested pandas twin of the Spark job, as bench/bench_training.py builds and caches
@@ -209,7 +210,7 @@ def make_udf(spark, model, variant: Variant):
 
 def features_frame(spark, table, variant: Variant):
     """The features DataFrame as jobs/score.py makes it (jobs.score.scoring_frame: createDataFrame of the
-    Arrow table repartitioned to scoring_tasks(rows, rows_per_task of the settings)), or the variant's."""
+    Arrow table coalesced to scoring_tasks(rows, rows_per_task of the settings)), or the variant's."""
     from jobs.score import scoring_frame
     from jobs.settings import get_settings
 
@@ -223,12 +224,12 @@ def features_frame(spark, table, variant: Variant):
 
 
 def spark_score(spark, table, udf, inputs, key, model, variant: Variant):
-    """One end-to-end Spark job as jobs/score.py runs it: Arrow in, predictions collected as Arrow."""
+    """One end-to-end Spark job as jobs/score.py runs it: Arrow in, predictions collected as Arrow (not
+    sorted by key as jobs/score.py then writes them: the input order is what check_same compares)."""
     from jobs.score import score_frame
 
     scored_at = dt.datetime(2013, 3, 1)
-    out = score_frame(features_frame(spark, table, variant), udf, inputs, key, model, scored_at).toArrow()
-    return out.sort_by([(column, "ascending") for column in key])  # as jobs/score.py writes its days
+    return score_frame(features_frame(spark, table, variant), udf, inputs, key, model, scored_at).toArrow()
 
 
 def worker_threads(spark) -> list[int]:

@@ -239,7 +239,7 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
     tasks = scoring_tasks(table.num_rows, settings.scoring.rows_per_task)
     log.info("scoring %d rows of %d dates in %d Spark task(s)", table.num_rows, len(manifests), tasks)
     features = scoring_frame(spark, table, settings.scoring.rows_per_task)
-    # The tasks return rows in no set order: each day's partition is written in key order.
+    # Each day's partition is written in flight-key order, whatever the features' order.
     predictions = score_frame(features, udf, inputs, key, model, scored_at).toArrow()
     predictions = predictions.sort_by([(column, "ascending") for column in key])
 
