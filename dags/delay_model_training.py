@@ -14,8 +14,12 @@ held-out days, and let only a better model become `champion`.
 | `approve` | a person approves or rejects in the Airflow UI (human-in-the-loop) |
 | `promote` | `champion` moves to the candidate, the old champion becomes `previous` |
 
-**When it runs**: weekly, by hand (trigger form below), and when `delay_model_monitoring`
-sees drift or a falling AUC (its `conf` fills `reason` and the windows). One run at a time.
+**When it runs**: by hand (trigger form below: always trains), when `delay_model_monitoring`
+decides to retrain (its `conf` fills `reason` and the windows), and weekly on schedule. The
+scheduled run asks the same decision as monitoring (jobs/retrain.py, `retraining:` in
+settings) with its model-age rule: a champion younger than `max_model_age_days`, or a
+rejected candidate inside `retry_after_days`, and the run is *skipped* at `check_request` with
+the sentence of the decision. One run at a time.
 
 **Windows** (defaults): the holdout is the last `training.holdout_days` days that have
 features and labels; training is everything labelled before it, from 2013-01-01 (a growing
@@ -35,7 +39,7 @@ from typing import Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
 from common.steps import pipeline_step
@@ -99,10 +103,18 @@ with DAG(
         # Types and ranges (epochs >= 1, ...) are the Params' JSON schema's: checked at trigger time.
         params = params or {}
         problems = []
-        # A scheduled run for week W may only use labels that had arrived by then.
+        # A scheduled run for week W may only use labels that had arrived by then, and trains only when
+        # the retraining policy says so (the same decision monitoring asks every day).
         cap = None
         if dag_run is not None and getattr(dag_run, "run_type", "") == "scheduled" and data_interval_end:
             cap = data_interval_end.date() - dt.timedelta(days=1)
+            from jobs.registry import scheduled_training_decision
+
+            decision = scheduled_training_decision(cap)
+            print(("TRAIN " if decision.retrain else "NO TRAINING ") + decision.summary)
+            if not decision.retrain:
+                raise AirflowSkipException(f"scheduled run for {cap}: {decision.summary}")
+            params = {**params, "reason": f"schedule {cap}: {decision.summary}"}
         try:
             windows = resolve_windows(params, last_labelled_date(Lake.from_settings(), cap),
                                       _data.first_flight_date, _data.last_flight_date, _training.holdout_days)

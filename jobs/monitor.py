@@ -16,7 +16,8 @@ The run for D (DESIGN.md: it runs at the start of D, when the outcomes of D-1 ha
    listed as `pending`, never counted as zero; cancelled flights (no arrival) are counted apart.
 4. **The retraining decision** (jobs/retrain.py, policy `retraining:`): this day's drift and
    the verdicts of the days before it (their reports, same champion version), the window's
-   served AUC, the flight date the last training saw data up to, and whether a training is
+   served AUC, what the registry says about training (the champion's data end, the newest
+   candidate and whether it was promoted), and whether a training is
    active (`--training-active`, from the DAG). A `retrain` decision carries the `conf` for
    `delay_model_training`: the reason, the evidence and the windows (holdout: the last
    `training.holdout_days` labelled days; training: everything before).
@@ -170,16 +171,6 @@ def previous_verdicts(lake: Lake, ds: dt.date, days: int, model_version: str) ->
     return verdicts
 
 
-def last_trained_through(mlflow_client: "MlflowClient", name: str) -> dt.date | None:
-    """The holdout end (the last flight date seen) of the newest registered version's training."""
-    versions = mlflow_client.search_model_versions(f"name = '{name}'")
-    if not versions:
-        return None
-    newest = max(versions, key=lambda v: int(v.version))
-    end = mlflow_client.get_run(newest.run_id).data.tags.get("window.holdout_end") if newest.run_id else None
-    return dt.date.fromisoformat(end) if end else None
-
-
 def retrain_conf(ds: dt.date, decision: Any, evidence: Any, settings: "Settings") -> dict[str, Any]:
     """delay_model_training's conf: the reason, the evidence and the windows (up to the last labelled day)."""
     holdout_end = ds - dt.timedelta(days=settings.monitoring.label_lag_days)
@@ -235,7 +226,7 @@ def monitor_date(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
 
     from jobs.drift import PROBABILITY, data_drift, prediction_drift, stratified_sample
     from jobs.features import features_key
-    from jobs.registry import client
+    from jobs.registry import client, training_history
     from jobs.retrain import RetrainEvidence, decide_retraining
     from jobs.score import NothingToScore, predictions_key, resolve_champion
     from jobs.settings import get_settings
@@ -306,7 +297,7 @@ def monitor_date(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
         ds=ds, dataset_drift=data.summary["dataset_drift"], drift_share=data.summary["drift_share"],
         previous_drift=previous_verdicts(lake, ds, max(policy.drift_days - 1, 0), model.version),
         served_auc=performance.get("metrics", {}).get("roc_auc"), labelled_rows=performance["labelled_rows"],
-        last_trained_through=last_trained_through(mlflow_client, model.name), training_active=training_active,
+        history=training_history(mlflow_client, model.name), training_active=training_active,
         drifted_columns=tuple(data.summary["drifted_columns"]))
     decision = decide_retraining(evidence, policy)
     (log.warning if decision.retrain else log.info)("decision %s: %s", day, decision.summary)

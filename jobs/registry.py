@@ -34,6 +34,9 @@ from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from jobs.retrain import RetrainDecision, TrainingHistory
+    from jobs.settings import Settings
+
 log = logging.getLogger("jobs.registry")
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -101,6 +104,39 @@ def alias_version(mlflow_client: "MlflowClient", name: str, alias: str) -> str |
 
 def aliases(mlflow_client: "MlflowClient", name: str) -> dict[str, str | None]:
     return {alias: alias_version(mlflow_client, name, alias) for alias in ALIASES}
+
+
+def training_history(mlflow_client: "MlflowClient", name: str) -> "TrainingHistory":
+    """The champion's and the newest version's data ends (their runs' `window.holdout_end` tags)."""
+    from jobs.retrain import TrainingHistory
+
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        return TrainingHistory()
+    champion = alias_version(mlflow_client, name, CHAMPION)
+    newest = max(versions, key=lambda v: int(v.version))
+
+    def through(version: Any) -> dt.date | None:
+        end = mlflow_client.get_run(version.run_id).data.tags.get("window.holdout_end") if version.run_id else None
+        return dt.date.fromisoformat(end) if end else None
+
+    by_number = {str(v.version): v for v in versions}
+    tags = newest.tags or {}
+    return TrainingHistory(
+        champion_version=champion,
+        champion_through=through(by_number[champion]) if champion in by_number else None,
+        newest_version=str(newest.version), newest_through=through(newest),
+        newest_promoted=str(newest.version) == champion or ("promoted_at" in tags and "rolled_back_at" not in tags))
+
+
+def scheduled_training_decision(ds: dt.date, settings: "Settings | None" = None) -> "RetrainDecision":
+    """The retraining policy's decision for the scheduled training run of flight date `ds` (its model-age rule)."""
+    from jobs.retrain import RetrainEvidence, decide_retraining
+    from jobs.settings import get_settings
+
+    settings = settings or get_settings()
+    history = training_history(client(settings.mlflow.tracking_uri), settings.mlflow.model_name)
+    return decide_retraining(RetrainEvidence(ds=ds, source="schedule", history=history), settings.retraining)
 
 
 def _now() -> str:

@@ -8,8 +8,9 @@ on Jan 1-5 (holdout Jan 6-7) with its drift reference. Then, as the issue asks:
 3. `delay_model_monitoring` for Jan 11 sees the drift and triggers `delay_model_training`
    with a conf that carries the reason, the evidence and the windows; that training runs
    with that conf and registers a new version;
-4. `delay_model_monitoring` for Jan 12 sees the same drift, but inside the cooldown of
-   that training: no trigger, and the report and the log say why.
+4. `delay_model_monitoring` for Jan 12 sees the same drift, but that training holds it (a fresh
+   champion's cooldown, or a rejected candidate's retry wait): no trigger, and the report and
+   the log say why.
 The policy is settings: drift for one day is enough here (PIPELINE__RETRAINING__DRIFT_DAYS=1),
 the cooldown is three days, and three drifted columns of the eighteen watched make dataset
 drift (a share of 0.15); nothing else is changed.
@@ -119,12 +120,16 @@ def test_drift_triggers_one_retraining_and_the_cooldown_holds_the_next(tmp_path,
         assert newest.tags["reason"] == conf["reason"]
         assert client.get_run(newest.run_id).data.tags["window.holdout_end"] == "2013-01-10"
 
-        # 4. Jan 12 drifts as much, but it is inside the cooldown of that training: no trigger.
+        # 4. Jan 12 drifts as much, but that training holds it: its version is a fresh champion (cooldown),
+        # or it was rejected by the gate and new attempts wait (retry wait). No trigger either way.
+        promoted = client.get_registered_model("flight_delay").aliases.get("champion") == newest.version
         state, tasks, out = runner.dags_test("delay_model_monitoring", "2013-01-12T03:00:00")
         assert state == "success", out[-6000:]
         assert tasks["no_retraining"]["state"] == "success" and tasks["trigger_retraining"]["state"] == "skipped"
         summary = lake.read_json(drift_report_key("2013-01-12", "summary.json"))
         assert summary["data_drift"]["dataset_drift"] and not summary["decision"]["retrain"]
-        assert summary["decision"]["blocked_by"].startswith("cooldown: the last training saw data up to 2013-01-10")
+        assert summary["decision"]["blocked_by"].startswith(
+            f"cooldown: the champion v{newest.version} saw data up to 2013-01-10" if promoted else
+            f"retry wait: candidate v{newest.version} (data up to 2013-01-10) was not promoted"), summary["decision"]
         assert "NO RETRAIN no retraining although" in out
         assert len(runner.dag_runs("delay_model_training")) == 2  # the triggered run and the one run here
