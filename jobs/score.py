@@ -31,7 +31,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -196,13 +196,8 @@ def scoring_frame(spark: "SparkSession", table: "Any", rows_per_task: int) -> "D
 def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
                 spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
     """Score flight dates first .. first+days-1 with the champion (see the module docstring)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from jobs.features import features_key, load_feature_schema
     from jobs.registry import client
     from jobs.settings import get_settings
-    from jobs.spark import spark_session
 
     settings = settings or get_settings()
     mlflow_client = mlflow_client or client(settings.mlflow.tracking_uri)
@@ -211,8 +206,25 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     model = resolve_champion(mlflow_client, settings.mlflow.model_name, settings.training.decision_threshold)
     log.info("serving model %s (run %s), threshold %.3f", model.uri, model.run_id, model.threshold)
-
     dates = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
+    return score_with_model(lake, model, dates, settings=settings, spark=spark)
+
+
+def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, settings: "Settings",
+                     spark: "SparkSession | None" = None,
+                     key_of: Callable[[str], str] = predictions_key) -> list[ScoreResult]:
+    """Score the flight dates `dates` (YYYY-MM-DD) with `model` into the partitions `key_of(ds)`.
+
+    Production scoring writes `predictions_key(ds)`; a backtest writes under its own report
+    (jobs.backtest), with the same features, UDF, casts and stamps. MLflow's tracking URI
+    must already point at the model's registry.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.features import features_key, load_feature_schema
+    from jobs.spark import spark_session
+
     tables, manifests, missing = [], {}, []
     for ds in dates:
         try:
@@ -251,7 +263,7 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
                     "model_uri": model.uri, "threshold": model.threshold, "scored_at": scored_at.isoformat() + "Z",
                     "features": {"key": features_key(ds), "write_id": manifest["write_id"],
                                  "fingerprint": manifest.get("metadata", {}).get("fingerprint")}}
-        partition = lake.write_partition(predictions_key(ds), day, metadata)
+        partition = lake.write_partition(key_of(ds), day, metadata)
         rate, mean = _summary(day)
         log.info("predictions %s: %d flights by version %s (%.1f%% predicted delayed) -> %s", ds, partition.rows,
                  model.version, 100 * (rate or 0.0), partition.uri)
