@@ -120,6 +120,12 @@ class BacktestRequest:
                 except ValueError:
                     problems.append(f"{name} {value!r} is not a date (YYYY-MM-DD)")
                     continue
+            if name == "seed":
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    problems.append(f"seed {value!r} is not a whole number")
+                    continue
             values[name] = str(value) if name == "version" else value
         if problems:
             raise BacktestRejected("; ".join(problems))

@@ -170,8 +170,8 @@ def test_a_request_names_unknown_fields_and_bad_dates():
         BacktestRequest.from_json({"window": "2013-01"})
     with pytest.raises(BacktestRejected, match="start '2013-13-01' is not a date"):
         BacktestRequest.from_json({"start": "2013-13-01"})
-    assert BacktestRequest.from_json({"version": 3, "end": "2013-03-31", "alias": ""}) == BacktestRequest(
-        version="3", end=dt.date(2013, 3, 31))
+    assert BacktestRequest.from_json({"version": 3, "end": "2013-03-31", "alias": "", "seed": "7"}) == BacktestRequest(
+        version="3", end=dt.date(2013, 3, 31), seed=7)
 
 
 def test_compare_counts_cancelled_unlabelled_and_unserved_flights_apart():
