@@ -32,14 +32,11 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 
 from common.config import default_args, settings, start_date
+from common.params import optional_date
 from common.steps import pipeline_step
 
 DAG_ID = "delay_model_backtest"
 _name, _training = settings().mlflow.model_name, settings().training
-
-
-def _date_param(title: str, description: str) -> Param:
-    return Param(None, type=["null", "string"], format="date", title=title, description=description)
 
 
 with DAG(
@@ -58,13 +55,13 @@ with DAG(
                                    "training window is given)."),
         "version": Param(None, type=["null", "integer"], minimum=1, title="Model version",
                          description=f"A registered version of {_name} to backtest (overrides the alias)."),
-        "start": _date_param("First flight date", "First day of the backtest window (empty: the last 14 days "
+        "start": optional_date("First flight date", "First day of the backtest window (empty: the last 14 days "
                              "with features and outcomes)."),
-        "end": _date_param("Last flight date", "Last day of the backtest window (empty: 14 days from the start, "
+        "end": optional_date("Last flight date", "Last day of the backtest window (empty: 14 days from the start, "
                            "or the last labelled day)."),
-        "train_start": _date_param("Training start", "Train a model on train_start..train_end first and backtest "
+        "train_start": optional_date("Training start", "Train a model on train_start..train_end first and backtest "
                                    "it (registered, never promoted). Empty: backtest a registered version."),
-        "train_end": _date_param("Training end", "Last flight date of the training window (before the backtest "
+        "train_end": optional_date("Training end", "Last flight date of the training window (before the backtest "
                                  "window; the holdout is the days after it)."),
         "family": Param(_training.family, type="string", enum=["torch_mlp", "sklearn_hgb"], title="Model family",
                         description="Family of the model trained on a training window (ignored otherwise)."),

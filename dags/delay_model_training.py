@@ -42,14 +42,11 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.params import optional_date
 from common.steps import pipeline_step
 
 DAG_ID = "delay_model_training"
 _data, _training = settings().data, settings().training
-
-
-def _date_param(title: str, description: str) -> Param:
-    return Param(None, type=["null", "string"], format="date", title=title, description=description)
 
 
 with DAG(
@@ -64,13 +61,13 @@ with DAG(
     default_args=default_args(),
     tags=["training", "mlflow", "gpu"],
     params={
-        "train_start": _date_param("Training start", "First flight date of the training window "
+        "train_start": optional_date("Training start", "First flight date of the training window "
                                    f"(default {_data.first_flight_date})."),
-        "train_end": _date_param("Training end", "Last flight date of the training window "
+        "train_end": optional_date("Training end", "Last flight date of the training window "
                                  "(default: the day before the holdout)."),
-        "holdout_start": _date_param("Holdout start", "First held-out flight date (default: holdout end - "
+        "holdout_start": optional_date("Holdout start", "First held-out flight date (default: holdout end - "
                                      f"{_training.holdout_days - 1} days)."),
-        "holdout_end": _date_param("Holdout end", "Last held-out flight date (default: the last day with "
+        "holdout_end": optional_date("Holdout end", "Last held-out flight date (default: the last day with "
                                    "features and labels)."),
         "family": Param(_training.family, type="string", enum=["torch_mlp", "sklearn_hgb"], title="Model family",
                         description="torch_mlp: embeddings + MLP (GPU in production); sklearn_hgb: the baseline only."),

@@ -110,7 +110,9 @@ def training_history(mlflow_client: "MlflowClient", name: str) -> "TrainingHisto
     """The champion's and the newest version's data ends (their runs' `window.holdout_end` tags)."""
     from jobs.retrain import TrainingHistory
 
-    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    # Versions a backtest trained (jobs.backtest tags them) never served and are no attempt to serve.
+    versions = [v for v in mlflow_client.search_model_versions(f"name = '{name}'")
+                if (v.tags or {}).get("purpose") != "backtest"]
     if not versions:
         return TrainingHistory()
     champion = alias_version(mlflow_client, name, CHAMPION)
