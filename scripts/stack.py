@@ -1,4 +1,4 @@
-"""The local stack behind `make demo`: Airflow 3, an MLflow server and a Spark Connect server, in the background.
+"""The local stack behind `make demo`: Airflow 3, an MLflow server, a Spark Connect server and a warm step runner, in the background.
 
     python -m scripts.stack start [--timeout S]   # idempotent: says so when already running
     python -m scripts.stack status                # what runs, where, healthy or not
@@ -7,14 +7,22 @@
 Defaults (DESIGN.md): Airflow home `.airflow/` (SQLite metadata, LocalExecutor), UI and REST
 API on 127.0.0.1:8080 (`AIRFLOW_PORT`), MLflow on 127.0.0.1:5000 (`MLFLOW_PORT`) with its
 registry in `.mlflow/mlflow.db` and artifacts served from `.mlflow/artifacts`, lake in
-`data/lake` (`LAKE_ROOT`), Spark Connect on 127.0.0.1:15002 (`SPARK_CONNECT_PORT`). Logs:
-`.airflow/logs/<component>.log`, `.mlflow/server.log`.
+`data/lake` (`LAKE_ROOT`), Spark Connect on 127.0.0.1:15002 (`SPARK_CONNECT_PORT`), the warm
+step runner on the Unix socket `.airflow/warm.sock`. Logs: `.airflow/logs/<component>.log`,
+`.mlflow/server.log`.
 
 Why a Spark Connect server: every Spark step is a fresh process (a task's subprocess), and a
 local SparkSession costs a JVM start and warm-up of 6-10 s per process, which a backfill
 of daily runs would pay once per day and stage. The stack's tasks get
 `PIPELINE__SPARK__REMOTE=sc://...` and become thin clients (a session in ~1 s) of one
 long-lived local[2] Spark; bench/bench_features.py measures the difference.
+
+Why a warm step runner (jobs/warm.py, local runner only): every heavy step is also a fresh
+interpreter that imports Great Expectations, Evidently, MLflow, pyspark and torch again, seconds
+per task. The runner imports them once; the Airflow components get
+`PIPELINE_WARM_SOCKET=<airflow home>/warm.sock`, and SubprocessStepOperator runs each step in
+a fork of it (the same CLI, argv, environment, output and exit code), or, when nothing answers
+there, as a fresh subprocess as before.
 
 Why the Airflow components one by one rather than `airflow standalone`:
 - `airflow db migrate` runs first, alone, so a database problem fails fast with its own log;
@@ -60,6 +68,7 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 
+from jobs.warm import WARM_SOCKET_ENV, serving
 from scripts.airflow_api import AirflowClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +76,14 @@ STACK_MARK = "PIPELINE_STACK_HOME"
 ADMIN_USER = "admin"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SPARK_CONNECT = "spark-connect"
+WARM_RUNNER = "warm-runner"
 # How each component is asked to stop: Airflow's components shut down cleanly on SIGINT, as
 # on Ctrl-C. MLflow's uvicorn does too, but re-raises it as a KeyboardInterrupt traceback in
 # the log; SIGTERM is its documented graceful stop, and the JVM's (shutdown hooks run).
-STOP_SIGNALS = {"mlflow": signal.SIGTERM, SPARK_CONNECT: signal.SIGTERM}
+# The warm runner stops on either; its relays pass SIGTERM on to the steps they run.
+STOP_SIGNALS = {"mlflow": signal.SIGTERM, SPARK_CONNECT: signal.SIGTERM, WARM_RUNNER: signal.SIGTERM}
 # Stop order: what runs tasks first, then what tasks talk to (see Stack.stop).
-STOP_WAVES = (("scheduler", "triggerer", "dag-processor"), ("api-server", "mlflow", SPARK_CONNECT))
+STOP_WAVES = (("scheduler", "triggerer", "dag-processor"), ("api-server", "mlflow", SPARK_CONNECT, WARM_RUNNER))
 # The parts of GET /api/v2/monitor/health that must report "healthy".
 AIRFLOW_HEALTH_PARTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 # Variables of the caller that must not leak into the stack: another Airflow's settings, or
@@ -117,6 +128,8 @@ class StackConfig:
     # ~0.5 s for its session instead of a JVM start; None: each step starts its own Spark.
     spark_connect_port: int | None = None
     spark_connect_memory: str = "2g"
+    # A warm step runner (jobs/warm.py) for the tasks' steps: the local runner only.
+    warm_runner: bool = False
     # LocalExecutor slots: 2 cores, and a task is itself a Spark or torch subprocess.
     parallelism: int = 4
     pipeline_env: str = "local"
@@ -138,6 +151,7 @@ class StackConfig:
             airflow_port=int(environ.get("AIRFLOW_PORT", 8080)),
             mlflow_port=int(environ.get("MLFLOW_PORT", default_mlflow_port)),
             spark_connect_port=int(environ.get("SPARK_CONNECT_PORT", 15002)),
+            warm_runner=settings.runner.kind == "subprocess",
         )
 
     # -- derived locations -----------------------------------------------------------------
@@ -146,11 +160,17 @@ class StackConfig:
     def components(self) -> tuple[str, ...]:
         """The processes of this stack, in start order."""
         spark = (SPARK_CONNECT,) if self.spark_connect_port else ()
-        return ("mlflow", *spark, *AIRFLOW_COMPONENTS)
+        warm = (WARM_RUNNER,) if self.warm_runner else ()
+        return ("mlflow", *spark, *warm, *AIRFLOW_COMPONENTS)
 
     @property
     def spark_remote(self) -> str | None:
         return f"sc://{self.host}:{self.spark_connect_port}" if self.spark_connect_port else None
+
+    @property
+    def warm_socket(self) -> Path:
+        """The warm runner's Unix socket (mode 0600, in the Airflow home)."""
+        return self.airflow_home / "warm.sock"
 
     @property
     def airflow_url(self) -> str:
@@ -254,6 +274,8 @@ class StackConfig:
                 "AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False",
             }
         )
+        if self.warm_runner:
+            env[WARM_SOCKET_ENV] = str(self.warm_socket)  # SubprocessStepOperator runs steps there
         env.update(self.extra_env)
         return env
 
@@ -275,14 +297,21 @@ class StackConfig:
         })
         return env
 
+    def warm_runner_env(self) -> dict[str, str]:
+        """The pipeline's environment: what libraries read when imported comes from here (jobs/warm.py)."""
+        return self.base_env()
+
     def commands(self) -> dict[str, list[str]]:
         """The command line of each component."""
         airflow = [sys.executable, "-m", "airflow"]
         port = ["--host", self.host, "--port", str(self.airflow_port), "--workers", "1"]
         spark = {SPARK_CONNECT: spark_connect_command(self.host, self.spark_connect_port, self.spark_connect_memory)} \
             if self.spark_connect_port else {}
+        warm = {WARM_RUNNER: [sys.executable, "-m", "jobs.warm", "serve", "--socket", str(self.warm_socket)]} \
+            if self.warm_runner else {}
         return {
             **spark,
+            **warm,
             "mlflow": [
                 sys.executable, "-m", "mlflow", "server",
                 "--host", self.host,
@@ -325,6 +354,7 @@ class StackStatus:
     components: dict[str, ComponentStatus]
     airflow_health: dict[str, Any] | None
     mlflow_healthy: bool
+    warm_runner_serving: bool | None = None  # None: the stack has no warm runner
 
     @property
     def running(self) -> bool:
@@ -333,7 +363,8 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.running and self.mlflow_healthy and not unhealthy_airflow_parts(self.airflow_health)
+        return (self.running and self.mlflow_healthy and not unhealthy_airflow_parts(self.airflow_health)
+                and self.warm_runner_serving is not False)
 
     @property
     def pss_mb(self) -> float:
@@ -496,6 +527,8 @@ class Stack:
                 if SPARK_CONNECT in commands:
                     self._spawn(SPARK_CONNECT, commands[SPARK_CONNECT], config.spark_connect_env(),
                                 cwd=config.airflow_home)
+                if WARM_RUNNER in commands:  # its imports (10-20 s) overlap the migration too
+                    self._spawn(WARM_RUNNER, commands[WARM_RUNNER], config.warm_runner_env(), cwd=config.airflow_home)
                 self._write_state()
                 self._migrate()
                 for name in AIRFLOW_COMPONENTS:
@@ -547,6 +580,7 @@ class Stack:
             components=components,
             airflow_health=airflow_health(airflow_url) if any_running else None,
             mlflow_healthy=mlflow_healthy(mlflow_url) if any_running else False,
+            warm_runner_serving=(any_running and serving(self.config.warm_socket)) if self.config.warm_runner else None,
         )
 
     def print_status(self) -> StackStatus:
@@ -562,7 +596,8 @@ class Stack:
             f"{part} {(status.airflow_health or {}).get(part, {}).get('status', 'unknown')}"
             for part in AIRFLOW_HEALTH_PARTS
         )
-        self._echo(f"  health: {parts}; mlflow {'healthy' if status.mlflow_healthy else 'NOT healthy'}")
+        warm = {None: "", True: "; warm runner serving", False: "; warm runner NOT serving"}[status.warm_runner_serving]
+        self._echo(f"  health: {parts}; mlflow {'healthy' if status.mlflow_healthy else 'NOT healthy'}{warm}")
         self._echo(f"  memory: {status.pss_mb / 1024:.1f} GiB (PSS of every process of the stack)")
         return status
 
@@ -608,6 +643,8 @@ class Stack:
             ports["Spark Connect server, SPARK_CONNECT_PORT"] = config.spark_connect_port
         if len(set(ports.values())) != len(ports):
             raise StackError(f"ports must differ: {ports}")
+        if config.warm_runner and serving(config.warm_socket):
+            raise StackError(f"a warm runner of another stack serves at {config.warm_socket}; stop it first")
         busy = [f"{config.host}:{port} ({what})" for what, port in ports.items() if not port_free(config.host, port)]
         if busy:
             raise StackError(
@@ -668,6 +705,8 @@ class Stack:
                 waiting.append("mlflow")
             if config.spark_connect_port and not port_open(config.host, config.spark_connect_port):
                 waiting.append(SPARK_CONNECT)
+            if config.warm_runner and not serving(config.warm_socket):
+                waiting.append(WARM_RUNNER)
             health = airflow_health(config.airflow_url)
             waiting += ["api-server"] if health is None else unhealthy_airflow_parts(health)
             if health is not None and read_admin_password(config.passwords_file) is None:
@@ -718,7 +757,7 @@ class Stack:
                         os.killpg(entry["pid"], STOP_SIGNALS.get(name, signal.SIGINT))
             while True:
                 self._reap()
-                pending = [p for p in self._processes(state).values() if _sid(p) not in later]
+                pending = [p for p in self._processes(state).values() if not _under(p, later)]
                 if orphans and time.monotonic() > started + 5.0:
                     for proc in orphans.values():
                         _send(proc, signal.SIGKILL)
@@ -887,6 +926,8 @@ class Stack:
         self._echo(f"MLflow   {mlflow_url}")
         if config.spark_remote:
             self._echo(f"Spark    {config.spark_remote} (Spark Connect; the Spark steps' sessions)")
+        if config.warm_runner:
+            self._echo(f"steps    {_rel(config.warm_socket)} (warm runner: each step a fork of preloaded libraries)")
         self._echo(f"lake     {config.lake_root}")
         self._echo(f"logs     {_rel(config.log_dir)}/*.log, {_rel(config.log_file('mlflow'))}")
 
@@ -929,6 +970,17 @@ def _sid(proc: psutil.Process) -> int | None:
         return os.getsid(proc.pid)
     except OSError:
         return None
+
+
+def _under(proc: psutil.Process, leaders: set[int]) -> bool:
+    """In the session of one of `leaders` (components lead theirs), or a descendant of one: the
+    warm runner's steps lead sessions of their own, yet stop with the runner, not before it."""
+    if _sid(proc) in leaders:
+        return True
+    try:
+        return any(parent.pid in leaders for parent in proc.parents())
+    except psutil.Error:
+        return False
 
 
 def _pgid(proc: psutil.Process) -> int | None:

@@ -88,7 +88,8 @@ def postgres_database(server_url: str = POSTGRES_SERVER, prefix: str = "airflow_
 class IntegrationStack:
     """Airflow + MLflow of scripts/stack.py in `base_dir`, on free ports.
 
-    dags_folder / plugins_folder default to the repository's. `postgres_server` (a server
+    dags_folder / plugins_folder default to the repository's. `spark_connect` and
+    `warm_runner` add those components (off by default: each costs a few hundred MB to 2 GB). `postgres_server` (a server
     URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database.
     After `stop()` (or the `with` block), `leftovers` lists any process still alive; leaving
     the block with leftovers raises StackError.
@@ -106,6 +107,7 @@ class IntegrationStack:
         start_timeout: float = 300.0,
         echo: Callable[[str], None] | None = print,
         spark_connect: bool = False,
+        warm_runner: bool = False,
     ):
         self.base_dir = Path(base_dir)
         self.dags_folder = dags_folder or REPO_ROOT / "dags"
@@ -116,6 +118,7 @@ class IntegrationStack:
         self.start_timeout = start_timeout
         self.echo = echo
         self.spark_connect = spark_connect
+        self.warm_runner = warm_runner
         self.config: StackConfig | None = None
         self.stack: Stack | None = None
         self.leftovers: list[str] = []
@@ -138,6 +141,7 @@ class IntegrationStack:
                 worker_log_port=worker_log_port,
                 trigger_log_port=trigger_log_port,
                 spark_connect_port=spark_port if self.spark_connect else None,
+                warm_runner=self.warm_runner,
                 airflow_db_url=db_url,
                 extra_env=self.extra_env,
             )
@@ -211,3 +215,44 @@ def mlflow_server(base_dir: Path, backend_uri: str | None = None, timeout: float
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def warm_runner(base_dir: Path, env: Mapping[str, str] | None = None, timeout: float = 300.0) -> Iterator[Path]:
+    """A real warm step runner (jobs/warm.py) serving on a socket in base_dir; yields the socket's path.
+
+    The same command line as the local stack's; its environment is the caller's with `env`
+    applied (the settings' variables cleared), its log base_dir/warm-runner.log. Stopped with
+    SIGINT (Ctrl-C) after the block, which must end it cleanly: exit 0, socket removed.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from jobs.warm import serving
+    from scripts.stack import WARM_RUNNER
+
+    base_dir.mkdir(parents=True, exist_ok=True)
+    config = StackConfig(airflow_home=base_dir, mlflow_home=base_dir, lake_root=str(base_dir / "lake"), warm_runner=True)
+    settings_vars = ("PIPELINE_ENV", "LAKE_ROOT", "MLFLOW_TRACKING_URI", "PIPELINE_WARM_SOCKET")
+    process_env = {k: v for k, v in os.environ.items() if k not in settings_vars and not k.startswith("PIPELINE__")}
+    process_env.update({"PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    log_path = base_dir / f"{WARM_RUNNER}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(config.commands()[WARM_RUNNER], env=process_env, cwd=REPO_ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not serving(config.warm_socket):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"warm runner did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield config.warm_socket
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+        assert code == 0 and not config.warm_socket.exists(), f"exit {code}:\n{log_path.read_text()[-3000:]}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -5,19 +5,24 @@ dag processor parses it, it is paused at creation, the REST API unpauses and tri
 with conf and a logical date, the LocalExecutor runs it with the stack's environment, and
 its log says so. Then stop must leave no process and no port behind. Once on SQLite with
 the stack's Spark Connect server (a task sees its address; a client session runs a
-query on it), once on a fresh PostgreSQL database when 127.0.0.1:5432 answers.
+query on it) and its warm step runner (a task sees its socket; a real step runs there with
+the stack's settings; a step still running when the stack stops is stopped with it), once
+on a fresh PostgreSQL database when 127.0.0.1:5432 answers.
 """
 from __future__ import annotations
 
 import datetime as dt
+import stat
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from scripts.stack import airflow_health, mlflow_healthy, port_free, unhealthy_airflow_parts
+from jobs.warm import run_step
+from scripts.stack import WARM_RUNNER, airflow_health, mlflow_healthy, port_free, unhealthy_airflow_parts
 from tests.integration.stack import POSTGRES_SERVER, IntegrationStack, postgres_skip_reason
 
 pytestmark = pytest.mark.integration
@@ -39,13 +44,14 @@ SMOKE_DAG = textwrap.dedent(
     ):
         BashOperator(
             task_id="echo_ok",
-            bash_command="echo \\"smoke: ok $PIPELINE_ENV {{{{ ds }}}} {{{{ dag_run.conf['word'] }}}} spark=${{PIPELINE__SPARK__REMOTE:-none}}\\"",
+            bash_command="echo \\"smoke: ok $PIPELINE_ENV {{{{ ds }}}} {{{{ dag_run.conf['word'] }}}} spark=${{PIPELINE__SPARK__REMOTE:-none}} warm=${{PIPELINE_WARM_SOCKET:-none}}\\"",
         )
     '''
 )
 
 
-def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bool = False) -> None:
+def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bool = False,
+           warm_runner: bool = False) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / f"{DAG_ID}.py").write_text(SMOKE_DAG)
@@ -53,7 +59,7 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bo
     plugins.mkdir()
     stack = IntegrationStack(
         tmp_path / "stack", dags_folder=dags, plugins_folder=plugins, postgres_server=postgres_server,
-        spark_connect=spark_connect,
+        spark_connect=spark_connect, warm_runner=warm_runner,
     )
     with stack:
         config = stack.config
@@ -85,10 +91,15 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bo
             assert [(t["task_id"], t["state"]) for t in tasks] == [("echo_ok", "success")]
             log = client.task_log(DAG_ID, run["dag_run_id"], "echo_ok")
             spark = f"spark={config.spark_remote}" if spark_connect else "spark=none"
-            assert f"smoke: ok local 2013-03-01 hello {spark}" in log, log
+            warm = f"warm={config.warm_socket}" if warm_runner else "warm=none"
+            assert f"smoke: ok local 2013-03-01 hello {spark} {warm}" in log, log
 
         if spark_connect:  # what a Spark step does with that address (jobs/spark.py)
             assert _spark_connect_answers(config.spark_remote)
+
+        running_step: dict[str, object] = {}
+        if warm_runner:
+            running_step = _warm_runner_serves(stack)
 
         if postgres_server:  # the runs really live in the PostgreSQL database
             database = config.sql_alchemy_conn.rsplit("/", 1)[1]
@@ -99,6 +110,10 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bo
             assert count == "1"
 
         assert stack.stop() == []
+        if warm_runner:  # the step that was still running was stopped with the stack
+            running_step["thread"].join(timeout=30)
+            assert running_step.get("code") == -15, running_step
+            assert not config.warm_socket.exists()
 
     ports = (config.airflow_port, config.mlflow_port, config.worker_log_port, config.trigger_log_port,
              *([config.spark_connect_port] if spark_connect else []))
@@ -113,8 +128,8 @@ def _smoke(tmp_path: Path, postgres_server: str | None = None, spark_connect: bo
     assert not config.state_file.exists()
 
 
-def test_stack_on_sqlite_with_spark_connect(tmp_path):
-    _smoke(tmp_path, spark_connect=True)
+def test_stack_on_sqlite_with_spark_connect_and_warm_runner(tmp_path):
+    _smoke(tmp_path, spark_connect=True, warm_runner=True)
 
 
 @pytest.mark.postgres
@@ -138,3 +153,34 @@ def _spark_connect_answers(remote: str) -> bool:
                          cwd=Path(__file__).resolve().parents[2])
     assert "rows 10 UTC" in out.stdout, out.stdout + out.stderr
     return True
+
+
+def _warm_runner_serves(stack: IntegrationStack) -> dict[str, object]:
+    """The stack's warm runner: reported, private, runs a real step with the stack's settings.
+
+    Then starts a long step on it (a year of publishing) and returns {"thread", "code"} for
+    the caller to check once the stack is stopped.
+    """
+    config = stack.config
+    status = stack.stack.status()
+    assert status.components[WARM_RUNNER].running and status.warm_runner_serving and status.healthy
+    assert stat.S_IMODE(config.warm_socket.stat().st_mode) == 0o600
+    repo = Path(__file__).resolve().parents[2]
+    lines: list[str] = []
+    code = run_step(config.warm_socket, "publish", ["--ds", "2013-01-01", "--feed", "schedule"], env=stack.env(),
+                    cwd=repo, on_line=lines.append)
+    assert code == 0, lines
+    assert (Path(config.lake_root) / "landing" / "schedule" / "2013-01-01.csv").is_file(), "the stack's LAKE_ROOT"
+
+    started = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def publish_a_year() -> None:
+        outcome["code"] = run_step(config.warm_socket, "publish", ["--ds", "2013-01-01", "--days", "365"],
+                                   env=stack.env(), cwd=repo, on_line=lambda line: None,
+                                   on_start=lambda pid: started.set())
+
+    outcome["thread"] = threading.Thread(target=publish_a_year, daemon=True)
+    outcome["thread"].start()
+    assert started.wait(timeout=60), "the long step did not start"
+    return outcome
