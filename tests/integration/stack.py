@@ -89,8 +89,8 @@ class IntegrationStack:
     """Airflow + MLflow of scripts/stack.py in `base_dir`, on free ports.
 
     dags_folder / plugins_folder default to the repository's. `spark_connect` and
-    `warm_runner` add those components (off by default: each costs a few hundred MB to 2 GB). `postgres_server` (a server
-    URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database.
+    `warm_runner` add those components (off by default: each costs 1-2 GB). `postgres_server`
+    (a server URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database.
     After `stop()` (or the `with` block), `leftovers` lists any process still alive; leaving
     the block with leftovers raises StackError.
     """
