@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from common.config import REPO_ROOT
 from jobs.results import EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, parse_results
+from jobs.warm import WARM_SOCKET_ENV, WarmRunnerUnavailable, kill_step, run_step
 
 # (asset, partition key, extra) for one step result; None: no event for it.
 AssetEventFn = Callable[[dict[str, Any]], "tuple[Asset, str, dict[str, Any]] | None"]
@@ -80,7 +81,14 @@ class StepResultsMixin:
 
 
 class SubprocessStepOperator(StepResultsMixin, BaseOperator):
-    """Run a step as a subprocess of the worker (the `local` runner)."""
+    """Run a step as `python -m jobs.<step>` beside the worker (the `local` runner).
+
+    When PIPELINE_WARM_SOCKET names a warm runner that answers (the local stack starts one,
+    jobs/warm.py), the step runs there, in a fork of a process that has already imported the
+    heavy libraries: the same CLI, argv, environment and working directory, the same output
+    and exit code, seconds sooner. Otherwise, or when nothing answers there, it runs as a
+    fresh subprocess. The task log says which.
+    """
 
     template_fields: Sequence[str] = ("arguments",)
     ui_color = "#e8f4fd"
@@ -100,28 +108,20 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
         self.env = env or {}
         self.asset_events = asset_events
         self._process: subprocess.Popen[str] | None = None
+        self._warm_pid: int | None = None
 
     def command(self) -> list[str]:
+        """The step's command line (what a fresh subprocess runs; the warm runner runs its equivalent)."""
         return [sys.executable, "-m", f"jobs.{self.step}", *map(str, self.arguments)]
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        command = self.command()
-        self.log.info("Running %s", " ".join(command))
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         output: list[str] = []
-        self._process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1, start_new_session=True,
-        )
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            output.append(line)
-            # Keep the step's own level, so warnings and errors stand out in the task log.
-            level = _LEVELS.get(line.split(" ", 1)[0], logging.INFO)
-            self.log.log(level, "%s", line)
-        code = self._process.wait()
+        socket_path = os.environ.get(WARM_SOCKET_ENV)
+        code = self._run_warm(socket_path, env, output) if socket_path else None
+        if code is None:
+            code = self._run_subprocess(env, output)
         if code == EXIT_SKIPPED:
             raise_for_exit_code(self.step, code, "\n".join(line[len(SKIP_PREFIX):] for line in output
                                                            if line.startswith(SKIP_PREFIX)) or _problem_lines(output))
@@ -130,9 +130,47 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
             raise AirflowException(f"jobs.{self.step} exited with code {code}:\n" + _problem_lines(output))
         return self.publish_results(context, parse_results("\n".join(output)))
 
+    def _run_warm(self, socket_path: str, env: dict[str, str], output: list[str]) -> int | None:
+        """The step's exit code from the warm runner; None when none answers (nothing ran)."""
+        self.log.info("Running %s (warm runner %s)", " ".join(self.command()), socket_path)
+        try:
+            return run_step(socket_path, self.step, [str(arg) for arg in self.arguments], env=env, cwd=REPO_ROOT,
+                            on_line=self._collect(output), on_start=self._started_warm)
+        except WarmRunnerUnavailable as exc:
+            self.log.warning("%s; running a fresh subprocess instead", exc)
+            return None
+        finally:
+            self._warm_pid = None  # its pid may be reused once it ended: on_kill must not signal it
+
+    def _run_subprocess(self, env: dict[str, str], output: list[str]) -> int:
+        command = self.command()
+        self.log.info("Running %s (fresh subprocess)", " ".join(command))
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        collect = self._collect(output)
+        for line in self._process.stdout:
+            collect(line.rstrip("\n"))
+        return self._process.wait()
+
+    def _collect(self, output: list[str]) -> Callable[[str], None]:
+        def collect(line: str) -> None:
+            output.append(line)
+            # Keep the step's own level, so warnings and errors stand out in the task log.
+            self.log.log(_LEVELS.get(line.split(" ", 1)[0], logging.INFO), "%s", line)
+
+        return collect
+
+    def _started_warm(self, pid: int) -> None:
+        self._warm_pid = pid
+
     def on_kill(self) -> None:
         if self._process and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)
+        elif self._warm_pid is not None:
+            kill_step(self._warm_pid)  # the step leads its own process group on the warm runner
 
 
 def container_exit_code(pod: Any, container_name: str) -> int | None:
