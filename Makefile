@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PIPELINE_ENV ?= local
 
-.PHONY: venv demo stop test test-unit test-dags test-integration bench lock clean
+.PHONY: venv demo replay stop test test-unit test-dags test-integration bench lock clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): requirements.txt constraints.txt
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DEMO_DAYS),--days $(DEMO_DAYS))
+
+# A year of 2013 through the DAGs (its own stack state in .replay/); resumes where it stopped.
+replay: $(STAMP)
+	$(PY) -m scripts.replay $(if $(REPLAY_START),--start $(REPLAY_START)) $(if $(REPLAY_END),--end $(REPLAY_END))
 
 stop:
 	@test -x $(PY) && $(PY) -m scripts.stack stop || true

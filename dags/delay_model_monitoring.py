@@ -49,8 +49,9 @@ with DAG(
     start_date=start_date(),
     # The monitoring of the last replayed day runs on that day (03:00), after the DAGs' end date (00:00).
     end_date=_end + dt.timedelta(days=1, seconds=-1) if (_end := end_date()) else None,
-    catchup=False,
-    # Days in order: each decision reads the verdicts of the days before it.
+    # Every day of a catch-up is monitored (a day left out would break a drift streak), in order: each
+    # decision reads the verdicts of the days before it. A run waits for its day's predictions.
+    catchup=True,
     max_active_runs=1,
     default_args=default_args(),
     tags=["monitoring", "evidently", "mlflow"],

@@ -13,6 +13,10 @@ purpose and watch `flights_ingest` quarantine it:
 3. trigger again with `redeliver` on (a corrected file), clear the failed task:
    the rerun publishes.
 
+**The replay clock** (`make replay`): with `as_of` = D it delivers what upstream has sent by
+the start of D (the schedule and forecast of D, the outcomes of D-1), the files the day's
+`flights_ingest` run waits for; the other fields are then ignored (but `redeliver`).
+
 Row-level kinds (`duplicates`, `bad_values`, `unknown_code`, `other_date`,
 `schedule_mismatch`) damage 10% of rows unless `corrupt_rows` says how many; a
 few bad rows (under the quarantine threshold) exercise row-level quarantine.
@@ -57,6 +61,11 @@ with DAG(
             None, type=["null", "integer"], minimum=1, title="Rows to damage",
             description="For row-level kinds: how many rows (default 10% of the file).",
         ),
+        "as_of": Param(
+            None, type=["null", "string"], format="date", title="As of (replay clock)",
+            description="Deliver what upstream has sent by the start of this flight date: its schedule and "
+                        "forecast and the outcomes of the day before. Empty: use the fields above.",
+        ),
         "redeliver": Param(
             False, type="boolean", title="Redeliver",
             description="Replace files already delivered (upstream sends a correction).",
@@ -68,6 +77,8 @@ with DAG(
     def publish_arguments(params: dict | None = None) -> list[str]:
         """Turn the trigger form into CLI arguments (wiring only)."""
         assert params is not None
+        if params.get("as_of"):
+            return ["--as-of", params["as_of"]] + (["--redeliver"] if params["redeliver"] else [])
         args = ["--ds", params["start"], "--days", str(params["days"])]
         for feed in params["feeds"]:
             args += ["--feed", feed]

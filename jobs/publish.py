@@ -11,6 +11,10 @@ corrected version (or `--corrupt` sends a bad one, for tests and demos).
 
     python -m jobs.publish --ds 2013-01-01 --days 31
     python -m jobs.publish --ds 2013-01-05 --feed schedule --corrupt duplicates --corrupt-rows 3
+    python -m jobs.publish --as-of 2013-03-05   # what upstream has sent by the start of Mar 5
+
+`--as-of D` is the replay clock's tick: the schedule and forecast of D and the outcomes of
+D-1, the deliveries the day's pipeline run (ingest of D) waits for (`make replay`).
 """
 from __future__ import annotations
 
@@ -58,6 +62,11 @@ class PublishReport:
     absent: list[str] = field(default_factory=list)
 
 
+def due_at_start_of(day: dt.date) -> list[tuple[str, dt.date]]:
+    """The (feed, flight date) deliveries that have landed by the start of `day`, newest first."""
+    return [("schedule", day), ("weather", day), ("flights", day - dt.timedelta(days=1))]
+
+
 def publish(
     lake: Lake,
     first: dt.date,
@@ -99,7 +108,10 @@ def publish(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.publish", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="first flight date, YYYY-MM-DD")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ds", type=dt.date.fromisoformat, help="first flight date, YYYY-MM-DD")
+    which.add_argument("--as-of", type=dt.date.fromisoformat, metavar="D",
+                       help="deliver what upstream has sent by the start of D: schedule + forecast of D, outcomes of D-1")
     parser.add_argument("--days", type=int, default=1, help="number of consecutive flight dates (default 1)")
     parser.add_argument("--feed", choices=FEEDS_ORDER, action="append", help="only this feed (repeatable)")
     parser.add_argument("--corrupt", choices=sorted(corruption.KINDS), help="deliver a bad file of this kind")
@@ -115,6 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--corrupt-rows must be at least 1")
     if args.corrupt == "schedule_mismatch" and set(args.feed or FEEDS_ORDER) != {"flights"}:
         parser.error("--corrupt schedule_mismatch applies to --feed flights only")
+    if args.as_of is not None:
+        if args.feed or args.corrupt or args.days != 1:
+            parser.error("--as-of delivers the day's feeds as they are: no --feed, --corrupt or --days")
+        if not settings.data.covers(args.as_of) and not settings.data.covers(args.as_of - dt.timedelta(days=1)):
+            parser.error(f"--as-of {args.as_of}: nothing of the source "
+                         f"({settings.data.first_flight_date}..{settings.data.last_flight_date}) is due then")
+        lake = Lake.from_settings(settings)
+        report = PublishReport()
+        for feed, flight_date in due_at_start_of(args.as_of):
+            if settings.data.covers(flight_date):
+                part = publish(lake, flight_date, 1, (feed,), redeliver=args.redeliver)
+                report.written += part.written
+                report.skipped += part.skipped
+                report.absent += part.absent
+        return _report(lake, report)
     last = args.ds + dt.timedelta(days=args.days - 1)
     if not (settings.data.covers(args.ds) and settings.data.covers(last)):
         parser.error(
@@ -125,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     report = publish(
         lake, args.ds, args.days, tuple(args.feed or FEEDS_ORDER), args.corrupt, args.corrupt_rows, args.redeliver
     )
+    return _report(lake, report)
+
+
+def _report(lake: Lake, report: PublishReport) -> int:
     for key in report.written:
         log.info("delivered %s", lake.uri(key))
     log.info(

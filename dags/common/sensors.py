@@ -1,17 +1,20 @@
 """Sensors on the lake: wait for an upstream delivery or a partition to exist.
 
-Reschedule mode: between pokes the task gives its worker slot back, so a day
-of waiting for a late feed costs nothing. The key is templated, so a DAG maps
-its logical date onto the flight date it waits for.
+Deferrable: the sensor pokes once on the worker (a delivery that is already there costs no
+more), then hands the wait to the triggerer (plugins/lake_triggers.py), so a day of waiting
+for a late feed holds no worker slot and starts no process per poke; the task resumes on a
+worker when the object appears, or fails (skips, with `soft_fail`) at its timeout. The key
+is templated, so a DAG maps its logical date onto the flight date it waits for.
 """
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from common.config import settings
 
@@ -27,14 +30,37 @@ class LakeObjectSensor(BaseSensorOperator):
 
     def __init__(self, *, key: str, flight_date: str, partition: bool = False, **kwargs: Any) -> None:
         config = settings().sensors
-        kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", config.poke_interval_s)
         kwargs.setdefault("timeout", config.timeout_s)
-        kwargs.setdefault("exponential_backoff", True)
         super().__init__(**kwargs)
         self.key = key
         self.flight_date = flight_date
         self.partition = partition
+
+    def execute(self, context: Any) -> None:
+        """One poke here; if the object is not there yet, the triggerer waits for it."""
+        if self.poke(context):
+            return
+        from lake_triggers import LakeObjectTrigger
+
+        current = settings()
+        deadline = time.time() + float(self.timeout)
+        self.defer(
+            trigger=LakeObjectTrigger(lake_root=current.lake_root, key=self.key, partition=self.partition,
+                                      poke_interval=float(self.poke_interval), deadline=deadline,
+                                      s3_endpoint_url=current.lake.s3_endpoint_url),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        event = event or {}
+        if event.get("status") == "found":
+            self.log.info("%s found after %.1f s of waiting", event.get("uri"), event.get("waited_s", 0.0))
+            return
+        message = f"{event.get('uri', self.key)} did not appear within {float(self.timeout):.0f} s"
+        if self.soft_fail:
+            raise AirflowSkipException(message)
+        raise AirflowSensorTimeout(message)
 
     def poke(self, context: Any) -> bool:
         from jobs.lake import Lake

@@ -34,7 +34,6 @@ def test_wiring_and_trigger_rule(dag):
     }
     sensor = dag.get_task("wait_for_outcomes")
     assert isinstance(sensor, LakeObjectSensor) and sensor.partition and sensor.soft_fail
-    assert sensor.mode == "reschedule"
     build = dag.get_task("build_features")
     assert isinstance(build, SubprocessStepOperator) and build.step == "features"
     # A skipped wait (the outcomes never came, or the day before the source) still builds.

@@ -63,7 +63,7 @@ def test_monitoring_wiring_and_trigger(monitoring):
     from common.sensors import LakeObjectSensor
 
     assert isinstance(monitoring.timetable, CronTriggerTimetable)
-    assert monitoring.max_active_runs == 1 and not monitoring.catchup
+    assert monitoring.max_active_runs == 1 and monitoring.catchup, "every day of a catch-up, in order"
     assert {t.task_id: set(t.upstream_task_ids) for t in monitoring.tasks} == {
         "training_state": set(),
         "wait_for_predictions": {"training_state"},

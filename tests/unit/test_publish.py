@@ -393,6 +393,10 @@ def test_cli_publishes_into_lake_root(tmp_path):
     (["--ds", "2013-01-02", "--corrupt", "schedule_mismatch"], "applies to --feed flights only"),
     (["--ds", "2013-01-02", "--corrupt", "gibberish"], "invalid choice: 'gibberish'"),
     (["--ds", "2013-02-30"], "invalid fromisoformat value"),
+    (["--as-of", "2013-03-05", "--feed", "schedule"], "--as-of delivers the day's feeds as they are"),
+    (["--as-of", "2014-01-05"], "--as-of 2014-01-05: nothing of the source (2013-01-01..2013-12-31) is due then"),
+    (["--as-of", "2013-03-05", "--ds", "2013-03-05"], "not allowed with argument"),
+    ([], "one of the arguments --ds --as-of is required"),
 ])
 def test_cli_rejects_bad_arguments_before_delivering(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
@@ -412,3 +416,20 @@ def test_cli_corrupt_delivery(tmp_path, monkeypatch):
     bad = read_csv(lake.read_bytes(landing_key("flights", "2013-01-02")))
     assert (good["sched_dep_time"] != bad["sched_dep_time"]).sum() == 2
     assert lake.list("landing/schedule") == []
+
+
+def test_as_of_delivers_what_upstream_has_sent_by_the_start_of_the_day(tmp_path, monkeypatch):
+    """The replay clock's tick: the schedule and forecast of D, the outcomes of D-1; nothing else."""
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"))
+    assert main(["--as-of", "2013-03-05"]) == 0
+    assert lake.list("landing/schedule") == ["landing/schedule/2013-03-05.csv"]
+    assert lake.list("landing/weather") == ["landing/weather/2013-03-05.csv"]
+    assert lake.list("landing/flights") == ["landing/flights/2013-03-04.csv"]
+    assert read_csv(lake.read_bytes("landing/flights/2013-03-04.csv")).equals(
+        read_csv(feed_frame("flights", dt.date(2013, 3, 4)).to_csv(index=False).encode()))
+    # The first day of the source has no outcomes of the day before; the day after its end only outcomes.
+    assert main(["--as-of", "2013-01-01"]) == 0 and lake.list("landing/flights") == ["landing/flights/2013-03-04.csv"]
+    assert main(["--as-of", "2014-01-01"]) == 0
+    assert "landing/flights/2013-12-31.csv" in lake.list("landing/flights")
+    assert "landing/schedule/2014-01-01.csv" not in lake.list("landing/schedule")

@@ -1,0 +1,378 @@
+"""`make replay`: a year of flights through the real DAGs on the local stack, the replay clock ticking a day at a time.
+
+    python -m scripts.replay [--start 2013-01-01] [--end 2013-12-31] [--first-model-days 31]
+
+The replay plays upstream and nothing else; Airflow runs the pipeline as it would live:
+1. its own stack (`.replay/`: Airflow home, MLflow home, lake), so the demo's state is not
+   touched, with the DAGs' end date at the replay's last day (the schedules' clock) and the lake
+   sensors polling each second (they wait in the triggerer, so waiting is cheap);
+2. the first model: `replay_publisher` delivers the first month; the scheduler's catch-up of
+   `flights_ingest` and the asset-triggered `flights_features` runs build it; one
+   `delay_model_training` run (its default windows: the last labelled week held out) makes the
+   first champion, and one `flights_batch_scoring` range run scores the month with it;
+3. then, day by day: `replay_publisher` with `as_of` = D delivers what upstream has sent by the
+   start of D (the schedule and forecast of D, the outcomes of D-1). The scheduler's own runs do
+   the rest: `flights_ingest` for D (catch-up: its run waits in the triggerer for the files),
+   `flights_features` and `flights_batch_scoring` for D (on the Assets; scoring resolves the
+   champion then), and `delay_model_monitoring` for D (catch-up, one day at a time: it waits for
+   D's predictions), whose decision may trigger `delay_model_training`. The clock ticks to D+1
+   only once D's monitoring has finished and no training is queued or running: every day is
+   scored by the champion serving at its start, and a training started on D changes later days
+   only. The weekly training schedule cannot fire on the wall clock (its dates end with the
+   replay's); monitoring asks the same decision every day, model age included (jobs/retrain.py).
+
+Interrupted (Ctrl-C, a crash, a reboot), it resumes where it stopped: the clock's position is in
+`.replay/state.json`, deliveries are never rewritten, and each day's runs are the scheduler's,
+kept in Airflow's database. A failed run stops the replay with the run named (fix, clear it in
+the UI, run `make replay` again). A second replay while one runs, or while the demo's stack
+runs, is refused before anything starts.
+
+Each day's wall time and its task time by DAG go to `.replay/state.json`; the summary prints the
+year's time and its breakdown by step.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from scripts.airflow_api import AirflowAPIError, AirflowClient
+from scripts.stack import REPO_ROOT, Stack, StackConfig, StackError
+
+REPLAY_HOME = REPO_ROOT / ".replay"
+PUBLISH, INGEST, FEATURES, SCORING = "replay_publisher", "flights_ingest", "flights_features", "flights_batch_scoring"
+MONITORING, TRAINING = "delay_model_monitoring", "delay_model_training"
+ALL_DAGS = (PUBLISH, INGEST, FEATURES, SCORING, MONITORING, TRAINING)
+TERMINAL = ("success", "failed")
+# The pipeline's settings the replay changes, each for a reason: the DAGs' dates end with the
+# replay (the schedules' clock), the sensors' waits are seconds, not hours, and one ingest run
+# waits ahead (the clock delivers one day at a time).
+POKE_INTERVAL_S, SENSOR_TIMEOUT_S = 1, 900
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start or go on; the message says why and what to do."""
+
+
+def _say(message: str) -> None:
+    print(f"[replay] {message}", flush=True)
+
+
+@dataclasses.dataclass
+class ReplayState:
+    """Where the replay clock stands (`.replay/state.json`): what resumes an interrupted replay."""
+
+    first: str
+    last: str
+    first_model_days: int
+    next_day: str | None = None  # the next as-of day to deliver; None: the first model is not made yet
+    started_at: float = dataclasses.field(default_factory=time.time)
+    elapsed_s: float = 0.0  # wall seconds of work so far, over every session of the replay
+    days: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    first_model: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayState | None:
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        os.replace(tmp, path)
+
+
+def replay_config(first: dt.date, last: dt.date, home: Path = REPLAY_HOME) -> StackConfig:
+    """The demo's stack shape (ports, Spark Connect) with the replay's homes, lake and clock."""
+    base = StackConfig.local()
+    return dataclasses.replace(
+        base,
+        airflow_home=home / "airflow",
+        mlflow_home=home / "mlflow",
+        lake_root=str(home / "lake"),
+        extra_env={
+            **base.extra_env,
+            # The run of last+1 ingests the outcomes of `last`; monitoring's last run is on that day too.
+            "PIPELINE__AIRFLOW__END_DATE": (last + dt.timedelta(days=1)).isoformat(),
+            "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": "1",
+            "PIPELINE__SENSORS__POKE_INTERVAL_S": str(POKE_INTERVAL_S),
+            "PIPELINE__SENSORS__TIMEOUT_S": str(SENSOR_TIMEOUT_S),
+        },
+    )
+
+
+@contextlib.contextmanager
+def replay_lock(home: Path) -> Iterator[None]:
+    """One replay at a time on this checkout."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "replay.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise ReplayError(f"another replay is running (pid {handle.read().strip() or '?'}); "
+                              "wait for it or stop it (Ctrl-C) first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def check_window(first: dt.date, last: dt.date, first_model_days: int) -> None:
+    """Refuse a window the source cannot play, before anything starts."""
+    from jobs.settings import get_settings
+
+    data = get_settings().data
+    problems = []
+    if last < first:
+        problems.append(f"the end {last} is before the start {first}")
+    for name, day in (("start", first), ("end", last)):
+        if not data.covers(day):
+            problems.append(f"the {name} {day} is outside the source ({data.first_flight_date}..{data.last_flight_date})")
+    if first_model_days < 8:
+        problems.append(f"--first-model-days {first_model_days}: the first model needs at least 8 days "
+                        "(a labelled week is held out)")
+    elif not problems and (last - first).days + 1 <= first_model_days:
+        problems.append(f"the window {first}..{last} leaves no day after the first model's {first_model_days} days")
+    if problems:
+        raise ReplayError("bad replay window: " + "; ".join(problems))
+
+
+def start_stack(config: StackConfig) -> Stack:
+    """Start the replay's stack; refuse when the demo's (another Airflow home) holds the ports."""
+    demo = Stack(StackConfig.local(), echo=None)
+    if demo.status().running and demo.config.airflow_home != config.airflow_home:
+        raise ReplayError("the demo's stack is running on the same ports (`make stop` first, then `make replay`)")
+    stack = Stack(config)
+    stack.start()
+    return stack
+
+
+class Replay:
+    def __init__(self, client: AirflowClient, state: ReplayState, state_file: Path, timeout: float):
+        self.client = client
+        self.state = state
+        self.state_file = state_file
+        self.timeout = timeout
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def _runs_on(self, dag_id: str, day: dt.date, hour: int = 0) -> list[dict[str, Any]]:
+        moment = f"{day.isoformat()}T{hour:02d}:00:00Z"
+        return self.client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                                   params={"logical_date_gte": moment, "logical_date_lte": moment})["dag_runs"]
+
+    def _partition_runs(self, dag_id: str, day: dt.date) -> list[dict[str, Any]]:
+        runs = self.client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                                   params={"limit": 20, "order_by": "-run_after"})["dag_runs"]
+        return [run for run in runs if (run.get("partition_key") or "")[:10] == day.isoformat()]
+
+    def day_runs(self, day: dt.date) -> list[tuple[str, dict[str, Any]]]:
+        """The runs of the pipeline for flight date `day` (a training only when its monitoring started one)."""
+        runs = [(INGEST, r) for r in self._runs_on(INGEST, day)]
+        runs += [(dag, r) for dag in (FEATURES, SCORING) for r in self._partition_runs(dag, day)]
+        runs += [(MONITORING, r) for r in self._runs_on(MONITORING, day, hour=3)]
+        with contextlib.suppress(AirflowAPIError):  # 404: monitoring started no training that day
+            runs.append((TRAINING, self.client.get_run(TRAINING, f"monitoring__{day.isoformat()}")))
+        return runs
+
+    def _wait(self, what: str, ready: Any, poll: float = 1.0) -> Any:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = ready()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise ReplayError(f"{what}: not done after {self.timeout:.0f} s (see the Airflow UI)")
+            time.sleep(poll)
+
+    def _fail_if_failed(self, day: dt.date) -> None:
+        """A failed run of the day stops the replay, naming it (and the failed tasks)."""
+        for dag_id, run in self.day_runs(day):
+            if run["state"] == "failed":
+                tasks = [t["task_id"] for t in self.client.task_instances(dag_id, run["dag_run_id"])
+                         if t["state"] == "failed"]
+                raise ReplayError(f"{dag_id} run {run['dag_run_id']} failed (tasks: {', '.join(tasks) or '?'}); "
+                                  "see its log in the UI, clear it once fixed, and run `make replay` again")
+
+    def deliver(self, **conf: Any) -> None:
+        run = self.client.trigger(PUBLISH, conf=conf, note=f"make replay: {conf}")
+        final = self.client.wait_for_run(PUBLISH, run["dag_run_id"], timeout=self.timeout, poll=0.5, echo=None)
+        if final["state"] != "success":
+            raise ReplayError(f"{PUBLISH} run {run['dag_run_id']} failed: see its log in the UI")
+
+    def training_active(self) -> bool:
+        return bool(self.client.list_runs(TRAINING, state=["queued", "running"], limit=1))
+
+    # -- phases -----------------------------------------------------------------------------
+
+    def first_model(self) -> None:
+        """Deliver the first month, let the scheduler build it, train the first champion, score the month."""
+        first = dt.date.fromisoformat(self.state.first)
+        days = self.state.first_model_days
+        month_end = first + dt.timedelta(days=days - 1)
+        started = time.monotonic()
+        _say(f"first model: delivering {first}..{month_end} ({days} days)")
+        self.deliver(start=first.isoformat(), days=days)
+        for dag_id in (SCORING, FEATURES, INGEST):  # listeners first
+            self.client.unpause(dag_id)
+        for offset in range(days):
+            day = first + dt.timedelta(days=offset)
+            self._wait(f"{INGEST} {day}", lambda d=day: any(r["state"] in TERMINAL for r in self._runs_on(INGEST, d)))
+            self._wait(f"{FEATURES} {day}",
+                       lambda d=day: any(r["state"] in TERMINAL for r in self._partition_runs(FEATURES, d)))
+            self._fail_if_failed(day)
+            if offset % 7 == 6 or offset == days - 1:
+                _say(f"[{time.monotonic() - started:5.0f}s] ingested and built {first}..{day}")
+        self.client.unpause(TRAINING)
+        run = self.client.trigger(TRAINING, conf={"reason": f"make replay: the first model, trained on {first}.."
+                                                            f"{month_end} (the last labelled week held out)"},
+                                  note="make replay: the first model")
+        final = self.client.wait_for_run(TRAINING, run["dag_run_id"], timeout=self.timeout, echo=None)
+        tasks = {t["task_id"]: t["state"] for t in self.client.task_instances(TRAINING, run["dag_run_id"])}
+        if final["state"] != "success" or tasks.get("promote") != "success":
+            raise ReplayError(f"the first model was not promoted ({TRAINING} {run['dag_run_id']}: {tasks}); "
+                              "see the evaluate_and_gate log")
+        _say(f"[{time.monotonic() - started:5.0f}s] first champion promoted ({run['dag_run_id']})")
+        scoring = self.client.trigger(SCORING, conf={"start": first.isoformat(), "end": month_end.isoformat()},
+                                      note="make replay: score the first month with the first champion")
+        if self.client.wait_for_run(SCORING, scoring["dag_run_id"], timeout=self.timeout, echo=None)["state"] != "success":
+            raise ReplayError(f"{SCORING} {scoring['dag_run_id']} failed: see its log in the UI")
+        self.client.unpause(MONITORING)  # its catch-up monitors every day from the first on, in order
+        self.state.first_model = {"training_run": run["dag_run_id"], "seconds": round(time.monotonic() - started, 1)}
+        self.state.next_day = (month_end + dt.timedelta(days=1)).isoformat()
+        self.state.elapsed_s += time.monotonic() - started
+        self.state.save(self.state_file)
+
+    def tick(self, day: dt.date) -> dict[str, Any]:
+        """One day of the clock: deliver what is due at its start, wait until the loop has closed it."""
+        started = time.monotonic()
+        self.deliver(as_of=day.isoformat())
+        last = dt.date.fromisoformat(self.state.last)
+
+        def monitored() -> list[dict[str, Any]]:
+            self._fail_if_failed(day)
+            return [r for r in self._runs_on(MONITORING, day, hour=3) if r["state"] in TERMINAL]
+
+        monitoring = self._wait(f"{MONITORING} {day}", monitored) if day <= last else []
+        if day > last:  # the outcomes of the last day: ingestion only
+            self._wait(f"{INGEST} {day}", lambda: any(r["state"] in TERMINAL for r in self._runs_on(INGEST, day)))
+        self._wait(f"{TRAINING} runs started on {day}", lambda: not self.training_active())
+        record = {"wall_s": round(time.monotonic() - started, 2), **self.task_seconds(day),
+                  "monitoring": monitoring[0]["state"] if monitoring else None,
+                  "decision": self.decision(monitoring[0]["dag_run_id"]) if monitoring else None}
+        return record
+
+    def decision(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            value = self.client.request("GET", f"/api/v2/dags/{MONITORING}/dagRuns/{run_id}/taskInstances/"
+                                               "monitor/xcomEntries/return_value").get("value")
+        except AirflowAPIError:
+            return None  # monitor skipped (no champion, no features) or failed
+        result = (value or [{}])[0]
+        return {key: result.get(key) for key in ("model_version", "drift_share", "dataset_drift", "served_auc",
+                                                 "retrain", "decision")}
+
+    def task_seconds(self, day: dt.date) -> dict[str, float]:
+        """Task time of the day's runs by step (the DAG's tasks summed; training where started)."""
+        seconds: dict[str, float] = defaultdict(float)
+        for dag_id, run in self.day_runs(day):
+            for task in self.client.task_instances(dag_id, run["dag_run_id"]):
+                seconds[f"{dag_id}_s"] += float(task.get("duration") or 0.0)
+        return {key: round(value, 2) for key, value in seconds.items()}
+
+    def loop(self) -> None:
+        last = dt.date.fromisoformat(self.state.last)
+        day = dt.date.fromisoformat(self.state.next_day or self.state.first)
+        while day <= last + dt.timedelta(days=1):
+            record = self.tick(day)
+            self.state.days[day.isoformat()] = record
+            self.state.elapsed_s += record["wall_s"]
+            self.state.next_day = (day + dt.timedelta(days=1)).isoformat()
+            self.state.save(self.state_file)
+            decision = record.get("decision") or {}
+            auc = decision.get("served_auc")
+            _say(f"{day} {record['wall_s']:5.1f}s  v{decision.get('model_version', '-')}  drift "
+                 f"{decision.get('drift_share') if decision.get('drift_share') is not None else '-'}  served AUC "
+                 f"{'-' if auc is None else f'{auc:.3f}'}  {(decision.get('decision') or '')[:110]}")
+            day += dt.timedelta(days=1)
+
+
+def breakdown(state: ReplayState) -> dict[str, Any]:
+    """The replay's time and its task time by step, from the state's day records."""
+    days = list(state.days.values())
+    steps: dict[str, float] = defaultdict(float)
+    for record in days:
+        for key, value in record.items():
+            if key.endswith("_s") and key != "wall_s":
+                steps[key[:-2]] += value
+    return {"days": len(days), "wall_s": round(sum(r["wall_s"] for r in days), 1),
+            "first_model_s": state.first_model.get("seconds"), "elapsed_s": round(state.elapsed_s, 1),
+            "task_s_by_dag": {k: round(v, 1) for k, v in sorted(steps.items())},
+            "trainings": [d for d, r in state.days.items() if (r.get("decision") or {}).get("retrain")]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.replay", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python -m scripts.replay --start 2013-01-01 --end 2013-02-14 "
+                                            "--first-model-days 31")
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 1, 1))
+    parser.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2013, 12, 31))
+    parser.add_argument("--first-model-days", type=int, default=31,
+                        help="days delivered before the first model is trained on them (default 31: January)")
+    parser.add_argument("--home", type=Path, default=REPLAY_HOME, help="the replay's state (default .replay/)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds any one wait may take")
+    parser.add_argument("--stop", action="store_true", help="stop the replay's stack when done")
+    args = parser.parse_args(argv)
+    try:
+        check_window(args.start, args.end, args.first_model_days)
+        with replay_lock(args.home):
+            state_file = args.home / "state.json"
+            state = ReplayState.load(state_file)
+            if state and (state.first, state.last, state.first_model_days) != (
+                    args.start.isoformat(), args.end.isoformat(), args.first_model_days):
+                raise ReplayError(f"{args.home} holds a replay of {state.first}..{state.last} (first model "
+                                  f"{state.first_model_days} days); remove {args.home} to start another")
+            state = state or ReplayState(args.start.isoformat(), args.end.isoformat(), args.first_model_days)
+            _say(("resuming at " + state.next_day) if state.next_day else f"replaying {args.start}..{args.end}")
+            stack = start_stack(replay_config(args.start, args.end, args.home))
+            client = stack.client()
+            client.wait_for_dags(list(ALL_DAGS), timeout=300)
+            client.unpause(PUBLISH)
+            replay = Replay(client, state, state_file, args.timeout)
+            if state.next_day is None:
+                replay.first_model()
+            replay.loop()
+            summary = breakdown(state)
+            (args.home / "summary.json").write_text(json.dumps(summary, indent=1))
+            _say(f"done: {summary['days']} days in {summary['elapsed_s'] / 60:.1f} min "
+                 f"(first model {summary['first_model_s']} s); task time by DAG: {summary['task_s_by_dag']}; "
+                 f"trainings triggered on {', '.join(summary['trainings']) or 'no day'}")
+            user, password = stack.admin_credentials()
+            _say(f"Airflow {stack.config.airflow_url} (login {user} / {password}), MLflow {stack.config.mlflow_url}, "
+                 f"lake {stack.config.lake_root}")
+            if args.stop:
+                stack.stop()
+    except (ReplayError, StackError, AirflowAPIError) as exc:
+        print(f"[replay] {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("[replay] interrupted: `make replay` resumes where it stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

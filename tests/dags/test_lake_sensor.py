@@ -1,0 +1,82 @@
+"""LakeObjectSensor pokes once, then waits in the triggerer (plugins/lake_triggers.py): the trigger
+serializes to a class path the triggerer can import, fires when the object lands, and times out
+into the sensor's own outcome (failed, or skipped with soft_fail)."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import threading
+import time
+
+import pytest
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+
+from jobs.lake import Lake
+
+
+@pytest.fixture
+def lake(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv("LAKE_ROOT", lake.root)
+    return lake
+
+
+def _sensor(**kwargs):
+    from common.sensors import LakeObjectSensor
+
+    return LakeObjectSensor(task_id="wait", key="landing/schedule/2013-01-05.csv", flight_date="2013-01-05",
+                            poke_interval=0.05, timeout=5, **kwargs)
+
+
+def test_an_object_already_there_costs_one_poke(lake):
+    lake.write_bytes("landing/schedule/2013-01-05.csv", b"x\n1\n")
+    assert _sensor().execute({}) is None
+
+
+def test_a_missing_object_defers_to_an_importable_trigger_that_fires_when_it_lands(lake):
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor().execute({})
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+    classpath, kwargs = trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)  # what the triggerer does
+    assert kwargs["lake_root"] == lake.root and kwargs["key"] == "landing/schedule/2013-01-05.csv"
+
+    threading.Timer(0.3, lambda: lake.write_bytes("landing/schedule/2013-01-05.csv", b"x\n1\n")).start()
+
+    async def first_event():
+        return await rebuilt.run().__anext__()
+
+    event = asyncio.run(first_event())
+    assert event.payload["status"] == "found" and event.payload["waited_s"] >= 0.2
+    assert _sensor().execute_complete({}, event.payload) is None
+
+
+def test_a_partition_is_found_by_its_manifest_only(lake):
+    import pandas as pd
+
+    from lake_triggers import LakeObjectTrigger
+
+    trigger = LakeObjectTrigger(lake_root=lake.root, key="raw/schedule/date=2013-01-05", partition=True,
+                                poke_interval=0.05, deadline=time.time() + 0.3)
+    lake.write_bytes("raw/schedule/date=2013-01-05/part-0.parquet", b"not committed")
+    assert asyncio.run(trigger.run().__anext__()).payload["status"] == "timeout"
+    lake.write_partition("raw/schedule/date=2013-01-05", pd.DataFrame({"x": [1]}))
+    assert asyncio.run(trigger.run().__anext__()).payload["status"] == "found"
+
+
+def test_a_timeout_fails_or_skips_with_soft_fail(lake):
+    event = {"status": "timeout", "uri": f"{lake.root}/landing/schedule/2013-01-05.csv", "waited_s": 5.0}
+    with pytest.raises(AirflowSensorTimeout, match="did not appear within 5 s"):
+        _sensor().execute_complete({}, event)
+    with pytest.raises(AirflowSkipException, match="did not appear within 5 s"):
+        _sensor(soft_fail=True).execute_complete({}, event)
+
+
+def test_a_date_outside_the_source_skips_before_waiting(lake):
+    from common.sensors import LakeObjectSensor
+
+    sensor = LakeObjectSensor(task_id="wait", key="landing/schedule/2014-01-01.csv", flight_date="2014-01-01")
+    with pytest.raises(AirflowSkipException, match="outside the source"):
+        sensor.execute({})
