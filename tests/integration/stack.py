@@ -189,7 +189,6 @@ def mlflow_server(base_dir: Path, backend_uri: str | None = None, timeout: float
     The same command line as the local stack's (scripts/stack.py), artifacts served by the server.
     """
     import subprocess
-    import time
 
     from scripts.stack import mlflow_healthy
 
@@ -202,11 +201,7 @@ def mlflow_server(base_dir: Path, backend_uri: str | None = None, timeout: float
     process = subprocess.Popen(config.commands()["mlflow"], env=config.mlflow_env(), cwd=base_dir, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while not mlflow_healthy(config.mlflow_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(base_dir / 'mlflow-server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        _wait_until(lambda: mlflow_healthy(config.mlflow_url), process, base_dir / "mlflow-server.log", timeout)
         yield config.mlflow_url
     finally:
         process.terminate()
@@ -228,7 +223,6 @@ def warm_runner(base_dir: Path, env: Mapping[str, str] | None = None, timeout: f
     import os
     import signal
     import subprocess
-    import time
 
     from jobs.warm import serving
     from scripts.stack import WARM_RUNNER
@@ -243,11 +237,7 @@ def warm_runner(base_dir: Path, env: Mapping[str, str] | None = None, timeout: f
         process = subprocess.Popen(config.commands()[WARM_RUNNER], env=process_env, cwd=REPO_ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while not serving(config.warm_socket):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"warm runner did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+        _wait_until(lambda: serving(config.warm_socket), process, log_path, timeout)
         yield config.warm_socket
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
@@ -256,3 +246,14 @@ def warm_runner(base_dir: Path, env: Mapping[str, str] | None = None, timeout: f
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _wait_until(ready: Callable[[], bool], process, log_path: Path, timeout: float) -> None:
+    """Wait for a server process to be ready; RuntimeError with its log's tail if it exits or times out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args[:4]} did not start (exit {process.poll()}):\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
