@@ -138,7 +138,8 @@ class StackConfig:
 
     @classmethod
     def local(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
-        """The demo stack of this checkout; ports from AIRFLOW_PORT / MLFLOW_PORT if set."""
+        """The demo stack of this checkout; ports from AIRFLOW_PORT / MLFLOW_PORT / SPARK_CONNECT_PORT /
+        WORKER_LOG_PORT / TRIGGER_LOG_PORT if set (a second stack on the machine needs all five)."""
         environ = os.environ if environ is None else environ
         from jobs.settings import get_settings  # the lake root and MLflow URI are written once, there
 
@@ -151,6 +152,8 @@ class StackConfig:
             airflow_port=int(environ.get("AIRFLOW_PORT", 8080)),
             mlflow_port=int(environ.get("MLFLOW_PORT", default_mlflow_port)),
             spark_connect_port=int(environ.get("SPARK_CONNECT_PORT", 15002)),
+            worker_log_port=int(environ.get("WORKER_LOG_PORT", 8793)),
+            trigger_log_port=int(environ.get("TRIGGER_LOG_PORT", 8794)),
             warm_runner=settings.runner.kind == "subprocess",
         )
 
