@@ -540,10 +540,11 @@ def exit_step(code: int) -> None:
     session, logging flushes); tearing down the modules is skipped: in a fork it would write
     to every page of the server's heap, copying it (seconds).
     """
-    while others := [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]:
-        for thread in others:
-            thread.join()
-    atexit._run_exitfuncs()  # what Py_Finalize runs first
+    # What Py_Finalize runs first: threading's own atexit hooks (concurrent.futures tells its idle
+    # workers to stop there: MLflow's artifact uploader pool would otherwise wait forever), then
+    # the join of every non-daemon thread, then the atexit handlers.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

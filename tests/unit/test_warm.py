@@ -197,3 +197,27 @@ def _gone(pid: int, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_step_that_leaves_an_idle_thread_pool_still_exits():
+    """MLflow's artifact repository leaves an idle ThreadPoolExecutor: a fresh interpreter stops its
+    workers at exit (threading's atexit hooks), so the step process must too, or the task never ends."""
+    from jobs.warm import exit_step
+
+    pid = os.fork()
+    if pid == 0:  # the step process: a pool that ran one job and idles
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="MlflowLocalArtifactRepository")
+        pool.submit(time.sleep, 0.01).result()
+        exit_step(7)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 7
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the step process did not exit: an idle pool worker was joined forever")
