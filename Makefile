@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export PIPELINE_ENV ?= local
 
-.PHONY: venv demo replay stop test test-unit test-dags test-integration bench lock clean
+.PHONY: venv demo replay stop reset test test-unit test-dags test-integration bench lock clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt constraints.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m scripts.demo $(if $(DEMO_DAYS),--days $(DEMO_DAYS))
+	$(PY) -m scripts.demo $(if $(DEMO_START),--start $(DEMO_START))
 
 # A year of 2013 through the DAGs (its own stack state in .replay/); resumes where it stopped.
 replay: $(STAMP)
@@ -48,5 +48,9 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(PY) -m pip freeze --all | grep -viE '^(pip|wheel)==' > constraints.txt
 
-clean: stop
-	rm -rf $(VENV) .airflow .mlflow data
+# The demo's state (Airflow home, MLflow, lake) and the replay's, not the venv: the next `make demo` starts afresh.
+reset: stop
+	rm -rf .airflow .mlflow data .replay
+
+clean: reset
+	rm -rf $(VENV)

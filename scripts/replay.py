@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +92,11 @@ class ReplayState:
         os.replace(tmp, path)
 
 
-def replay_env(last: dt.date) -> dict[str, str]:
-    """The pipeline settings a replay's stack runs with (the clock's end, the sensors' pace)."""
+def replay_env(first: dt.date, last: dt.date) -> dict[str, str]:
+    """The pipeline settings a replay's stack runs with (the clock's start and end, the sensors' pace)."""
     return {
+        # The scheduler's catch-up starts with the window, not with the source's first day.
+        "PIPELINE__AIRFLOW__START_DATE": first.isoformat(),
         # The run of last+1 ingests the outcomes of `last`; monitoring's last run is on that day too.
         "PIPELINE__AIRFLOW__END_DATE": (last + dt.timedelta(days=1)).isoformat(),
         "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": "1",
@@ -103,11 +105,11 @@ def replay_env(last: dt.date) -> dict[str, str]:
     }
 
 
-def replay_config(last: dt.date, home: Path = REPLAY_HOME) -> StackConfig:
+def replay_config(first: dt.date, last: dt.date, home: Path = REPLAY_HOME) -> StackConfig:
     """The demo's stack shape (ports, Spark Connect, warm runner) with the replay's homes, lake and clock."""
     base = StackConfig.local()
     return dataclasses.replace(base, airflow_home=home / "airflow", mlflow_home=home / "mlflow",
-                               lake_root=str(home / "lake"), extra_env={**base.extra_env, **replay_env(last)})
+                               lake_root=str(home / "lake"), extra_env={**base.extra_env, **replay_env(first, last)})
 
 
 @contextlib.contextmanager
@@ -295,10 +297,11 @@ class Replay:
                 seconds[name] += float(task.get("duration") or 0.0)
         return {key: round(value, 2) for key, value in seconds.items()}
 
-    def loop(self) -> None:
+    def loop(self, done: Callable[[ReplayState], bool] | None = None) -> None:
+        """Tick day by day to the end of the window (or until `done(state)` says so after a tick)."""
         last = dt.date.fromisoformat(self.state.last)
         day = dt.date.fromisoformat(self.state.next_day or self.state.first)
-        while day <= last + dt.timedelta(days=1):
+        while day <= last + dt.timedelta(days=1) and not (done and done(self.state)):
             record = self.tick(day)
             self.state.days[day.isoformat()] = record
             self.state.elapsed_s += record["wall_s"]
@@ -350,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{state.first_model_days} days); remove {args.home} to start another")
             state = state or ReplayState(args.start.isoformat(), args.end.isoformat(), args.first_model_days)
             _say(("resuming at " + state.next_day) if state.next_day else f"replaying {args.start}..{args.end}")
-            stack = start_stack(replay_config(args.end, args.home))
+            stack = start_stack(replay_config(args.start, args.end, args.home))
             client = stack.client()
             client.wait_for_dags(list(ALL_DAGS), timeout=300)
             client.unpause(PUBLISH)
