@@ -13,11 +13,16 @@ model and retrain when the world has moved (`python -m jobs.monitor --ds D`):
 | `trigger_retraining` | triggers `delay_model_training` with `conf`: the reason, the evidence and the windows |
 | `no_retraining` | the decision was no (the reason is in the `monitor` and `retrain_decision` logs) |
 
-**The policy** (`retraining:` in settings, jobs/retrain.py): retrain when dataset drift
-persists for `drift_days` days or the served AUC falls under `served_auc_floor`, but not
-within `cooldown_days` of the last training's data, and not while a training runs. On this
-data a frozen model's AUC wanders with no trend while weather drift tracks what a retrain
-gains, so drift alone can start one.
+**The policy** (`retraining:` in settings, jobs/retrain.py: one decision with one table of
+cases, asked here every day and by the weekly scheduled training): retrain when the champion's
+data is `max_model_age_days` old, when dataset drift persists for `drift_days` days or when
+the served AUC falls under `served_auc_floor`; drift and AUC wait out the champion's
+`cooldown_days`, a rejected candidate holds new attempts for `retry_after_days`, and nothing
+starts while a training runs. On this data a frozen model's AUC wanders with no trend while
+weather drift tracks what a retrain gains, so drift alone can start one.
+
+**Catch-up**: every missed day is monitored, in order (a missed day would break a drift
+streak); each run waits in the triggerer for its day's predictions.
 
 **Where to look**: the reports (**Browse > Pipeline reports > drift**, or the `monitor`
 task's "Drift report" link), the MLflow experiment `flight_delay_monitoring` (one run per
@@ -33,7 +38,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, CronTriggerTimetable, XComArg, task
 
-from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.config import default_args, end_date, schedule_cron, start_date
 from common.sensors import LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.score import predictions_key

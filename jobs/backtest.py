@@ -415,8 +415,6 @@ def model_metrics(y: Any, probability: Any, threshold: float) -> dict[str, Any] 
 def compare(backtest: "pd.DataFrame", labels: "pd.DataFrame", served: "pd.DataFrame", key: Sequence[str],
             served_days: set[str], threshold: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-day rows, totals) of the backtest's predictions against the labels and what was served."""
-    import pandas as pd
-
     from jobs.score import PROBABILITY
     from jobs.training_set import LABEL
 

@@ -27,7 +27,7 @@ import sys
 import time
 
 from scripts.airflow_api import AirflowAPIError, AirflowClient
-from scripts.replay import ALL_DAGS, PUBLISH, TRAINING, Replay, ReplayError, ReplayState, replay_env, start_stack
+from scripts.replay import TRAINING, ReplayError, ReplayState, replay_env, run_replay
 from scripts.stack import REPO_ROOT, StackConfig, StackError
 
 STATE_FILE = REPO_ROOT / ".airflow" / "demo_replay.json"
@@ -136,14 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if state is None and (REPO_ROOT / ".airflow" / "airflow.db").exists():
             raise ReplayError("the demo's Airflow home holds runs of an earlier demo; `make reset` first")
         state = state or ReplayState(first.isoformat(), last.isoformat(), args.first_model_days)
-        stack = start_stack(demo_config(first, last))
+        stack = run_replay(demo_config(first, last), state, STATE_FILE, args.timeout,
+                           done=lambda s: trained_after(s, args.after))
         client = stack.client()
-        client.wait_for_dags(list(ALL_DAGS), timeout=300)
-        client.unpause(PUBLISH)
-        replay = Replay(client, state, STATE_FILE, args.timeout)
-        if state.next_day is None:
-            replay.first_model()
-        replay.loop(done=lambda s: trained_after(s, args.after))
     except (ReplayError, StackError, AirflowAPIError) as exc:
         print(f"[demo] {exc}", file=sys.stderr)
         return 1

@@ -315,6 +315,20 @@ class Replay:
             day += dt.timedelta(days=1)
 
 
+def run_replay(config: StackConfig, state: ReplayState, state_file: Path, timeout: float,
+               done: Callable[[ReplayState], bool] | None = None) -> Stack:
+    """Start the stack of `config`, then make the first model (unless the state has it) and tick the clock."""
+    stack = start_stack(config)
+    client = stack.client()
+    client.wait_for_dags(list(ALL_DAGS), timeout=300)
+    client.unpause(PUBLISH)
+    replay = Replay(client, state, state_file, timeout)
+    if state.next_day is None:
+        replay.first_model()
+    replay.loop(done)
+    return stack
+
+
 def breakdown(state: ReplayState) -> dict[str, Any]:
     """The replay's time and its task time by step, from the state's day records."""
     days = list(state.days.values())
@@ -353,14 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{state.first_model_days} days); remove {args.home} to start another")
             state = state or ReplayState(args.start.isoformat(), args.end.isoformat(), args.first_model_days)
             _say(("resuming at " + state.next_day) if state.next_day else f"replaying {args.start}..{args.end}")
-            stack = start_stack(replay_config(args.start, args.end, args.home))
-            client = stack.client()
-            client.wait_for_dags(list(ALL_DAGS), timeout=300)
-            client.unpause(PUBLISH)
-            replay = Replay(client, state, state_file, args.timeout)
-            if state.next_day is None:
-                replay.first_model()
-            replay.loop()
+            stack = run_replay(replay_config(args.start, args.end, args.home), state, state_file, args.timeout)
             summary = breakdown(state)
             (args.home / "summary.json").write_text(json.dumps(summary, indent=1))
             _say(f"done: {summary['days']} days in {summary['elapsed_s'] / 60:.1f} min "
