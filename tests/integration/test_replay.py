@@ -62,6 +62,7 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C in the middle of a day: after its delivery, before its loop closed."""
 
 
+@pytest.mark.timeout(2400)  # about 8 minutes on an idle 2-core machine: a month of days through the scheduler
 def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     for key, value in POLICY.items():
         monkeypatch.setenv(key, value)  # the stack's components inherit them; so does this process
