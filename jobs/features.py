@@ -50,6 +50,13 @@ dates (`--days`, `compute_features`) is one pass in one session, then one partit
 date, so a backfill pays the JVM start and warm-up once, not per day. Reading raw
 straight from s3a:// is the change to make when volumes grow.
 
+One date costs what Spark spends planning it, not its data, so a build asks Spark as
+little as it can: the inputs go in packed a few thousand rows to a value (a plan that
+carries 25k loose rows is walked row by row by every analyzer and optimizer rule), the
+transforms never ask for a schema, the declared schema is checked once, and the
+features are computed by one action and ordered on the driver. As a Spark Connect
+client that is two round trips per pass.
+
 Missing input: no raw schedule of a date is an error naming the partition (exit 2);
 no weather partition (the source has none for 2013-12-31) gives every flight of the day
 `weather_available = false`, logged and recorded; missing outcome days in the lookback
@@ -87,7 +94,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import subprocess
 import sys
 import time
@@ -128,6 +134,11 @@ WEATHER_MEASUREMENTS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind
                         "visib")
 PLANE_COLUMNS = ("tailnum", "year", "seats", "engine")
 _ALL = "*"  # the history group of all departures (the fallback)
+# Rows of an input per row of the local relation handed to Spark (`packed_frame`): a
+# plan carrying a few values is analysed in milliseconds, one carrying 25k rows is not.
+PACKED_ROWS = 4096
+# Row order of a features partition (unique: the flight key is within it).
+OUTPUT_ORDER = ("flight_date", "origin", "sched_dep_time", "carrier", "flight")
 # The raw columns each transform reads: the rest of a raw partition is never loaded.
 INPUT_COLUMNS = {
     "schedule": (*FLIGHT_KEY, "flight_date", "sched_dep_time", "tailnum", "dest", "distance", "hour", "time_hour"),
@@ -279,7 +290,11 @@ class FeatureParams:
 
 # Pure transforms: DataFrames in, DataFrames out ----------------------------------------
 # Expressions are written as Spark SQL strings: one py4j call each instead of one per
-# function, which is most of the planning time of a one-day job.
+# function, which is most of the planning time of a one-day job. Nothing here asks Spark
+# for a schema (`.columns`, `.schema`, `drop`, `dropDuplicates`): as a Spark Connect client
+# each of those analyses the whole plan so far, on the server, for every day built.
+# Columns a transform only needs on the way start with "_" and are left in place:
+# `_conform` keeps the declared columns alone.
 def _route_sql(origin: str = "origin", dest: str = "dest") -> str:
     return f"concat({origin}, '-', {dest})"
 
@@ -300,49 +315,44 @@ def schedule_features(schedule: "DataFrame", holidays: Sequence[dt.date]) -> "Da
 
 
 def plane_features(flights: "DataFrame", planes: "DataFrame") -> "DataFrame":
-    """Age, seats and engine of the scheduled tail; unknown tails get nulls and plane_known = false."""
+    """Age, seats and engine of the scheduled tail; unknown tails get nulls and plane_known = false.
+
+    `planes` has one row per tail number, as `read_planes` returns it (the first of duplicates).
+    """
     from pyspark.sql import functions as F
 
     table = planes.selectExpr(
         "tailnum AS _plane_tailnum", "year AS _plane_year", "seats AS plane_seats", "engine AS plane_engine",
-    ).dropDuplicates(["_plane_tailnum"])
+    )
     joined = flights.join(F.broadcast(table), F.expr("tailnum = _plane_tailnum"), "left")
     return joined.selectExpr(
-        *flights.columns,
-        "_plane_tailnum IS NOT NULL AS plane_known",
-        "year(flight_date) - _plane_year AS plane_age",
-        "plane_seats", "plane_engine",
+        "*", "_plane_tailnum IS NOT NULL AS plane_known", "year(flight_date) - _plane_year AS plane_age",
     )
 
 
 def weather_features(flights: "DataFrame", weather: "DataFrame", max_age_hours: float) -> "DataFrame":
     """Origin weather from the latest observation of the flight date's feed at or before the scheduled hour.
 
-    Observations older than `max_age_hours` do not count. The match is an equi-join on
-    (origin, date, hour bucket) over the few buckets the age limit spans, then the latest
-    candidate per flight: linear in flights, not flights x observations.
+    Observations older than `max_age_hours` do not count. Each origin's feed of a date
+    (a few dozen observations) becomes one array, joined to its flights by broadcast; the
+    latest fresh observation is picked from it per flight: no shuffle of the flights.
     """
     from pyspark.sql import functions as F
 
-    key = ", ".join(FLIGHT_KEY)
     measurements = ", ".join(WEATHER_MEASUREMENTS)
-    buckets = ", ".join(str(b) for b in range(0, math.ceil(max_age_hours) + 1))
-    obs = weather.selectExpr(
-        "origin AS _w_origin", "flight_date AS _w_date", "unix_timestamp(time_hour) AS _obs_s", *WEATHER_MEASUREMENTS,
-    ).selectExpr("*", "floor(_obs_s / 3600) AS _w_bucket")
-    wanted = flights.selectExpr(
-        *FLIGHT_KEY, "flight_date", "unix_timestamp(time_hour) AS _flight_s", f"explode(array({buckets})) AS _back",
-    ).selectExpr("*", "floor(_flight_s / 3600) - _back AS _bucket")
-    candidates = wanted.join(
-        F.broadcast(obs), F.expr("origin = _w_origin AND flight_date = _w_date AND _bucket = _w_bucket"),
-    ).where(f"_flight_s >= _obs_s AND _flight_s - _obs_s <= {float(max_age_hours) * 3600!r}D")
-    # The struct's first field orders it: max() picks the latest observation, ties broken by the values.
-    latest = candidates.groupBy(*FLIGHT_KEY).agg(F.expr(f"max(struct(_obs_s, _flight_s, {measurements})) AS _obs"))
-    joined = flights.join(latest, list(FLIGHT_KEY), "left")
-    return joined.selectExpr(
-        *flights.columns,
+    feeds = weather.selectExpr(
+        "origin AS _w_origin", "flight_date AS _w_date",
+        f"struct(unix_timestamp(time_hour) AS _obs_s, {measurements}) AS _w_obs",
+    ).groupBy("_w_origin", "_w_date").agg(F.expr("collect_list(_w_obs) AS _w_feed"))
+    joined = flights.join(F.broadcast(feeds), F.expr("origin = _w_origin AND flight_date = _w_date"), "left")
+    # A struct orders by its first field: array_max picks the latest observation, ties broken by the values.
+    fresh = (f"o -> o._obs_s <= unix_timestamp(time_hour) "
+             f"AND unix_timestamp(time_hour) - o._obs_s <= {float(max_age_hours) * 3600!r}D")
+    latest = joined.selectExpr("*", f"array_max(filter(_w_feed, {fresh})) AS _obs")
+    return latest.selectExpr(
+        "*",
         "_obs IS NOT NULL AS weather_available",
-        "(_obs._flight_s - _obs._obs_s) / 3600D AS weather_age_hours",
+        "(unix_timestamp(time_hour) - _obs._obs_s) / 3600D AS weather_age_hours",
         *[f"_obs.{m} AS {m}" for m in WEATHER_MEASUREMENTS],
     )
 
@@ -353,7 +363,8 @@ def history_features(flights: "DataFrame", outcomes: "DataFrame", params: Featur
     Each flight date F meets only the outcomes dated F-1 .. F-max(window): the pairs are
     generated from F, so an outcome of F or later cannot reach F's features. Every key is
     aggregated in one pass (each outcome row is exploded into one row per key, plus one
-    for all departures, the fallback), then joined back by broadcast.
+    for all departures, the fallback); the groups of a date are then folded into one row
+    (a map per key) that is joined to the date's flights by broadcast and looked up.
     """
     from pyspark.sql import functions as F
 
@@ -370,55 +381,58 @@ def history_features(flights: "DataFrame", outcomes: "DataFrame", params: Featur
         "_out_date", "_arr_delay", "_group.name AS _name", "_group.value AS _value",
     ).where("_value IS NOT NULL").join(F.broadcast(targets), "_out_date")
 
-    sums = ["size(collect_set(_out_date)) AS _days"]
+    # count(CASE ...), not count_if: count_if's shared subexpression gets a fresh name in
+    # every query, so its generated code never hits Spark's compile cache.
+    sums = [f"bit_or(CASE WHEN _name = '{_ALL}' THEN shiftleft(1L, _days_back) END) AS _days"]
+    stats = []
     for window in HISTORY_WINDOWS:
         arrived = f"_days_back <= {window} AND _arr_delay IS NOT NULL"
         sums += [
-            f"count_if({arrived}) AS _n{window}",
-            f"count_if({arrived} AND _arr_delay >= {DELAYED_MINUTES}) AS _d{window}",
+            f"count(CASE WHEN {arrived} THEN 1 END) AS _n{window}",
+            f"count(CASE WHEN {arrived} AND _arr_delay >= {DELAYED_MINUTES} THEN 1 END) AS _d{window}",
             f"sum(CASE WHEN {arrived} THEN _arr_delay END) AS _s{window}",
         ]
-    stats = past.groupBy("_target", "_name", "_value").agg(*[F.expr(s) for s in sums])
-    sum_columns = [f"_{kind}{window}" for window in HISTORY_WINDOWS for kind in "nds"]
+        stats += [f"_n{window} AS n{window}", f"_d{window} AS d{window}", f"_s{window} AS s{window}"]
+    stat = f"struct({', '.join(stats)})"
+    per_group = past.groupBy("_target", "_name", "_value").agg(*[F.expr(s) for s in sums])
+    per_date = per_group.groupBy("_target").agg(
+        F.expr(f"max(CASE WHEN _name = '{_ALL}' THEN bit_count(_days) END) AS _h_days"),
+        F.expr(f"max(CASE WHEN _name = '{_ALL}' THEN {stat} END) AS _h_all"),
+        *[F.expr(f"map_from_entries(collect_list(CASE WHEN _name = '{key}' THEN struct(_value, {stat}) END)) "
+                 f"AS _h_map_{key}") for key in HISTORY_KEYS],
+    )
+    joined = flights.join(F.broadcast(per_date), F.expr("flight_date = _target"), "left").selectExpr(
+        "*", *[f"_h_map_{key}[{key}] AS _h_{key}" for key in HISTORY_KEYS],
+    )
 
-    def stats_of(name: str, prefix: str, key: str | None) -> "DataFrame":
-        picked = stats.where(f"_name = '{name}'").selectExpr(
-            "_target AS flight_date", *([f"_value AS {key}"] if key else []),
-            *[f"{c} AS {prefix}{c}" for c in sum_columns],
-            *([] if key else ["_days AS history_days_available"]),
-        )
-        return F.broadcast(picked)
-
-    out = flights.join(stats_of(_ALL, "_all", None), "flight_date", "left")
-    for key in HISTORY_KEYS:
-        out = out.join(stats_of(key, f"_{key}", key), ["flight_date", key], "left")
-
-    columns = ["coalesce(history_days_available, 0) AS history_days_available"]
+    columns = ["coalesce(_h_days, 0) AS history_days_available"]
     for key in HISTORY_KEYS:
         for window in HISTORY_WINDOWS:
-            n, all_n = f"coalesce(_{key}_n{window}, 0)", f"_all_n{window}"
+            n, all_n = f"coalesce(_h_{key}.n{window}, 0)", f"_h_all.n{window}"
             columns += [
                 f"{n} AS {key}_flights_{window}d",
-                f"CASE WHEN {n} > 0 THEN _{key}_d{window} / {n} WHEN {all_n} > 0 THEN _all_d{window} / {all_n} "
+                f"CASE WHEN {n} > 0 THEN _h_{key}.d{window} / {n} WHEN {all_n} > 0 THEN _h_all.d{window} / {all_n} "
                 f"ELSE {float(params.default_delay_rate)!r}D END AS {key}_delay_rate_{window}d",
-                f"CASE WHEN {n} > 0 THEN _{key}_s{window} / {n} WHEN {all_n} > 0 THEN _all_s{window} / {all_n} "
+                f"CASE WHEN {n} > 0 THEN _h_{key}.s{window} / {n} WHEN {all_n} > 0 THEN _h_all.s{window} / {all_n} "
                 f"ELSE {float(params.default_mean_arr_delay)!r}D END AS {key}_mean_arr_delay_{window}d",
             ]
-    return out.selectExpr(*flights.columns, *columns)
+    return joined.selectExpr("*", *columns)
 
 
-def _conform(frame: "DataFrame", declared: FeatureSchema) -> "DataFrame":
+def _conform(frame: "DataFrame", declared: FeatureSchema, inputs_only: Sequence[str] = ()) -> "DataFrame":
     """Select the declared columns, in order, cast to the declared types.
 
-    A declared column that was not built, a built column that is not declared, or a cast
-    across kinds (a string to a number) is a FeatureSchemaError: casts only settle widths.
+    A declared column that was not built, a built column that is not declared (besides
+    helpers, "_...", and `inputs_only`), or a cast across kinds (a string to a number) is a
+    FeatureSchemaError: casts only settle widths. The one schema round trip of a build:
+    `DataFrame.to` gives the result its schema without asking Spark again.
     """
     from pyspark.sql import types as T
 
     family = {T.IntegerType: "number", T.LongType: "number", T.DoubleType: "number", T.StringType: "string",
               T.BooleanType: "boolean", T.DateType: "date", T.TimestampType: "timestamp"}
     built = {f.name: family.get(type(f.dataType), f.dataType.simpleString())
-             for f in frame.schema.fields if not f.name.startswith("_")}
+             for f in frame.schema.fields if not f.name.startswith("_") and f.name not in inputs_only}
     problems = [f"  declared column {c.name} ({c.type}) is not built" for c in declared.columns if c.name not in built]
     problems += [f"  built column {name} is not declared" for name in built if name not in declared.names]
     problems += [f"  column {c.name}: declared {c.type}, built {built[c.name]}" for c in declared.columns
@@ -428,8 +442,7 @@ def _conform(frame: "DataFrame", declared: FeatureSchema) -> "DataFrame":
             f"the features built do not match the declared feature schema (version {declared.version}):\n"
             + "\n".join(problems)
         )
-    return frame.selectExpr(*[f"CAST({c.name} AS {_spark_type(c.type).simpleString()}) AS {c.name}"
-                              for c in declared.columns])
+    return frame.to(declared.spark_schema())
 
 
 def build_features(
@@ -453,7 +466,7 @@ def build_features(
     flights = weather_features(flights, weather, params.weather_max_age_hours)
     flights = history_features(flights, outcomes, params)
     # The schedule's `hour` and `time_hour` were inputs only (sched_dep_hour carries the hour).
-    return _conform(flights.drop("hour", "time_hour"), schema)
+    return _conform(flights, schema, inputs_only=("hour", "time_hour"))
 
 
 # Input: raw partitions through the lake ---------------------------------------------------
@@ -473,6 +486,15 @@ def raw_spark_schema(feed: str) -> "StructType":
 
 
 PLANES_SCHEMA_DDL = "tailnum string, year bigint, seats bigint, engine string"
+
+
+def planes_spark_schema() -> "StructType":
+    """PLANES_SCHEMA_DDL as a StructType, built here: a DDL string is parsed by the server under Spark Connect."""
+    from pyspark.sql import types as T
+
+    types = {"string": T.StringType(), "bigint": T.LongType()}
+    return T.StructType([T.StructField(name, types[kind], nullable=True)
+                         for name, kind in (column.split() for column in PLANES_SCHEMA_DDL.split(", "))])
 
 
 @dataclass
@@ -522,8 +544,9 @@ def read_planes(data: bytes) -> "pd.DataFrame":
     from jobs.validation import CSV_OPTIONS
 
     planes = pd.read_csv(io.BytesIO(data), **CSV_OPTIONS)
-    return planes[list(PLANE_COLUMNS)].astype({"tailnum": "string", "year": "Int64", "seats": "Int64",
-                                               "engine": "string"})
+    # One row per tail (the table's key), so that joining it never multiplies a flight.
+    planes = planes[list(PLANE_COLUMNS)].drop_duplicates("tailnum", keep="first").reset_index(drop=True)
+    return planes.astype({"tailnum": "string", "year": "Int64", "seats": "Int64", "engine": "string"})
 
 
 def read_inputs(lake: Lake, first: dt.date, last: dt.date, lookback_days: int,
@@ -620,13 +643,34 @@ def current_fingerprint(lake: Lake, ds: str) -> str | None:
 
 
 def to_spark(spark: "SparkSession", inputs: FeatureInputs) -> dict[str, "DataFrame"]:
-    """The inputs as Spark DataFrames with the raw zone's types."""
+    """The inputs as Spark DataFrames with the raw zone's types (each one packed: see `packed_frame`)."""
     return {
-        "schedule": spark.createDataFrame(inputs.schedule, schema=raw_spark_schema("schedule")),
-        "weather": spark.createDataFrame(inputs.weather, schema=raw_spark_schema("weather")),
-        "outcomes": spark.createDataFrame(inputs.outcomes, schema=raw_spark_schema("flights")),
-        "planes": spark.createDataFrame(inputs.planes, schema=PLANES_SCHEMA_DDL),
+        "schedule": packed_frame(spark, inputs.schedule, raw_spark_schema("schedule")),
+        "weather": packed_frame(spark, inputs.weather, raw_spark_schema("weather")),
+        "outcomes": packed_frame(spark, inputs.outcomes, raw_spark_schema("flights")),
+        "planes": packed_frame(spark, inputs.planes, planes_spark_schema()),
     }
+
+
+def packed_frame(spark: "SparkSession", table: "pa.Table", schema: "StructType") -> "DataFrame":
+    """`table` as a DataFrame of `schema`, handed to Spark as a few rows of PACKED_ROWS rows each, unpacked by Spark.
+
+    A DataFrame made from local data carries its rows in its plan, and Spark's analyzer and
+    optimizer walk those rows once for every rule they apply: 25k outcome rows made each
+    analysis of a one-day plan cost about a second, a Spark Connect server paying it on every
+    round trip. Packed, the plan holds a handful of array values; `inline` turns them back
+    into rows when the query runs.
+    """
+    import pyarrow as pa
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    table = table.select(schema.fieldNames()).cast(to_arrow_schema(schema, timezone="UTC"))
+    rows = pa.StructArray.from_arrays([column.combine_chunks() for column in table.columns], fields=list(table.schema))
+    offsets = pa.array([*range(0, len(rows), PACKED_ROWS), len(rows)] if len(rows) else [0], pa.int32())
+    packed = pa.table({"_rows": pa.ListArray.from_arrays(offsets, rows)})
+    return spark.createDataFrame(packed, schema=T.StructType([T.StructField("_rows", T.ArrayType(schema))])) \
+        .selectExpr("inline(_rows)")
 
 
 # Output ----------------------------------------------------------------------------------
@@ -677,11 +721,19 @@ def partition_metadata(ds: str, inputs: "FeatureInputs | InputLineage", lookback
 
 def write_features(lake: Lake, features: "DataFrame", dates: Iterable[dt.date],
                    metadata: dict[str, dict[str, Any]], schema: FeatureSchema) -> dict[str, Any]:
-    """Check `features` against the declared schema, then replace one partition per date (empty if no flight)."""
-    import pyarrow.compute as pc
+    """Collect `features`, check them against the declared schema, then replace one partition per date
+    (empty if no flight); nothing is written unless the schema matches.
 
-    check_schema(features.schema, schema)
-    table = features.orderBy("flight_date", "origin", "sched_dep_time", "carrier", "flight").toArrow()
+    One Spark action: the schema is read from the collected Arrow table, not asked of Spark
+    (a round trip that analyses the whole plan again under Spark Connect), and the rows are
+    put in OUTPUT_ORDER on the driver, not by a Spark sort (a sampling job and a shuffle).
+    """
+    import pyarrow.compute as pc
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    table = features.toArrow()
+    check_schema(from_arrow_schema(table.schema), schema)
+    table = table.sort_by([(column, "ascending", "at_start") for column in OUTPUT_ORDER])  # Spark's ASC NULLS FIRST
     written = {}
     for day in dates:
         ds = day.isoformat()
