@@ -55,7 +55,8 @@ little as it can: the inputs go in packed a few thousand rows to a value (a plan
 carries 25k loose rows is walked row by row by every analyzer and optimizer rule), the
 transforms never ask for a schema, the declared schema is checked once, and the
 features are computed by one action and ordered on the driver. As a Spark Connect
-client that is two round trips per pass.
+client that is two round trips per pass; the session it started is released at the end,
+or the server would hold its plans, with their data, until it idles out.
 
 Missing input: no raw schedule of a date is an error naming the partition (exit 2);
 no weather partition (the source has none for 2013-12-31) gives every flight of the day
@@ -787,8 +788,9 @@ def compute_features(
 
     A date whose partition already records the fingerprint its inputs would give now is
     left as it is (status "unchanged") unless `force`; when every date is unchanged no
-    Spark session is started. Raises FeatureInputError when a schedule partition or the
-    planes table is missing.
+    Spark session is started. Without `spark`, the session it starts is released at the
+    end if it is a Spark Connect one (jobs.spark.release_session). Raises FeatureInputError
+    when a schedule partition or the planes table is missing.
     """
     from jobs.settings import get_settings
 
@@ -819,20 +821,34 @@ def compute_features(
                                              meta.get("missing_inputs", []), meta.get("outcome_days_read", 0),
                                              meta.get("outcome_days_missing", 0), 0.0)
     todo = [d for d in dates if d not in results]
-    # A long range goes through in month-sized passes of the same session: each pass collects
-    # its features to the driver to write them, which must fit a default (1g) driver.
-    for start in range(0, len(todo), RANGE_PASS_DAYS):
-        for result in _build(lake, todo[start:start + RANGE_PASS_DAYS], settings, spark, lookback_days, params,
-                             schema):
-            results[dt.date.fromisoformat(result.ds)] = result  # (later passes reuse the session: getOrCreate)
+    if not todo:
+        return [results[d] for d in dates]
+    from jobs.spark import release_session, spark_session
+
+    own_session = spark is None
+    if own_session:
+        session_started = time.perf_counter()
+        spark = spark_session("features", settings.spark)
+        log.info("Spark session started in %.1fs", time.perf_counter() - session_started)
+    try:
+        # A long range goes through in month-sized passes of the same session: each pass collects
+        # its features to the driver to write them, which must fit a default (1g) driver.
+        for start in range(0, len(todo), RANGE_PASS_DAYS):
+            for result in _build(lake, todo[start:start + RANGE_PASS_DAYS], settings, spark, lookback_days, params,
+                                 schema):
+                results[dt.date.fromisoformat(result.ds)] = result
+    finally:
+        if own_session:
+            release_session(spark)
     return [results[d] for d in dates]
 
 
-def _build(lake: Lake, todo: list[dt.date], settings: "Settings", spark: "SparkSession | None", lookback_days: int,
+def _build(lake: Lake, todo: list[dt.date], settings: "Settings", spark: "SparkSession", lookback_days: int,
            params: FeatureParams, schema: FeatureSchema) -> list[FeatureResult]:
-    """Read the inputs of the span of `todo` once, compute it in one Spark pass, write the dates of `todo`."""
-    from jobs.spark import spark_session
+    """Read the inputs of the span of `todo` once, compute it in one Spark pass, write the dates of `todo`.
 
+    Each result's `seconds` is this pass's read, compute and write per date (the session start is not in it).
+    """
     started = time.perf_counter()
     earliest = settings.data.first_flight_date
     inputs = read_inputs(lake, todo[0], todo[-1], lookback_days, earliest)
@@ -840,12 +856,6 @@ def _build(lake: Lake, todo: list[dt.date], settings: "Settings", spark: "SparkS
         level = logging.WARNING if key.startswith("raw/weather/") else logging.INFO
         log.log(level, "input %s is missing: %s", lake.uri(key),
                 "no weather for that day's flights" if level == logging.WARNING else "skipped from the history")
-    if spark is None:
-        session_started = time.perf_counter()
-        spark = spark_session("features", settings.spark)
-        session_s = time.perf_counter() - session_started
-        log.info("Spark session started in %.1fs", session_s)
-        started += session_s  # `seconds` is the work per date, not the JVM start
     frames = to_spark(spark, inputs)
     features = build_features(frames["schedule"], frames["weather"], frames["outcomes"], frames["planes"], params,
                               schema)

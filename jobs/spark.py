@@ -86,6 +86,19 @@ def spark_session(app_name: str, settings: "SparkSettings | None" = None) -> "Sp
     return spark
 
 
+def release_session(spark: "SparkSession") -> None:
+    """Release a Spark Connect client session on its server; leave an in-process session running.
+
+    The server keeps a client's session, with the plans it cached (and the local data in
+    them), until the session idles out (an hour by default), even after the client process
+    has exited: a step run once per day, each run a new process, would pile them up until
+    the server's heap is full. An in-process session ends with its process, and tests share
+    one: it is not stopped.
+    """
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        spark.stop()
+
+
 def _connect_session(app_name: str, remote: str) -> "SparkSession":
     """A Spark Connect client session; the server owns master, memory and the fixed properties' defaults."""
     from pyspark.sql import SparkSession

@@ -298,6 +298,7 @@ def test_cli_writes_the_day_with_its_lineage_and_a_rerun_is_identical(spark, raw
     features = raw_lake.read_partition(features_key(ds))
     assert set(features["history_days_available"]) == {2}
     assert features["weather_available"].mean() > 0.95
+    # The CLI releases a Spark Connect session it started, never an in-process one (this one is shared).
     on_disk = spark.read.parquet(raw_lake.uri(features_key(ds)))
     assert [(f.name, f.dataType) for f in on_disk.schema.fields] == [
         (f.name, f.dataType) for f in load_feature_schema().spark_schema().fields]
