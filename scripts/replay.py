@@ -95,8 +95,10 @@ class ReplayState:
 def replay_env(first: dt.date, last: dt.date) -> dict[str, str]:
     """The pipeline settings a replay's stack runs with (the clock's start and end, the sensors' pace)."""
     return {
-        # The scheduler's catch-up starts with the window, not with the source's first day.
+        # The scheduler's catch-up starts with the window, and the window is the source: nothing before
+        # its first day lands (the first day's wait for the outcomes of its eve skips at once, as on Jan 1).
         "PIPELINE__AIRFLOW__START_DATE": first.isoformat(),
+        "PIPELINE__DATA__FIRST_FLIGHT_DATE": first.isoformat(),
         # The run of last+1 ingests the outcomes of `last`; monitoring's last run is on that day too.
         "PIPELINE__AIRFLOW__END_DATE": (last + dt.timedelta(days=1)).isoformat(),
         "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": "1",
@@ -322,6 +324,7 @@ def run_replay(config: StackConfig, state: ReplayState, state_file: Path, timeou
     client = stack.client()
     client.wait_for_dags(list(ALL_DAGS), timeout=300)
     client.unpause(PUBLISH)
+    state.save(state_file)  # from now on this home is this window's: an interrupted first model resumes too
     replay = Replay(client, state, state_file, timeout)
     if state.next_day is None:
         replay.first_model()

@@ -6,7 +6,8 @@ server`, Spark Connect, the warm step runner), driven by scripts/replay.py's own
 2. the clock ticks day by day from Jan 13. Upstream's forecasts for Jan 17-20 carry a July
    (temperature, dewpoint, humidity shifted as the season shifts them), so monitoring sees
    dataset drift: on the second drifted day, Jan 18 (the policy here: `drift_days` 2,
-   `cooldown_days` 7 from the first champion's data end, Jan 11), it starts exactly one
+   `cooldown_days` 6 from the first champion's data end, Jan 12: the first model's
+   delivery carries the outcomes of its last day), it starts exactly one
    `delay_model_training`; the drift goes on, and the new champion's cooldown (or a rejected
    candidate's retry wait) holds every later day;
 3. the replay is interrupted in the middle of a day (Ctrl-C after the day's delivery) and a new
@@ -41,7 +42,7 @@ POLICY = {
     "PIPELINE__GATE__AUC_FLOOR": "0.55",
     "PIPELINE__GATE__SLICE_MIN_ROWS": "300",
     "PIPELINE__RETRAINING__DRIFT_DAYS": "2",
-    "PIPELINE__RETRAINING__COOLDOWN_DAYS": "7",
+    "PIPELINE__RETRAINING__COOLDOWN_DAYS": "6",
     # Twelve days of training make a weak model: its served AUC is not what this test is about.
     "PIPELINE__RETRAINING__SERVED_AUC_FLOOR": "0.5",
     # Three weather columns of the eighteen watched move here (a real July moves the traffic mix too).

@@ -53,5 +53,5 @@ def test_state_round_trips_and_the_clock_settings_bound_the_dags(tmp_path):
     state.save(tmp_path / "state.json")
     assert ReplayState.load(tmp_path / "state.json") == state
     env = replay_env(D(2013, 4, 1), D(2013, 5, 15))
-    assert env["PIPELINE__AIRFLOW__START_DATE"] == "2013-04-01"
+    assert env["PIPELINE__AIRFLOW__START_DATE"] == env["PIPELINE__DATA__FIRST_FLIGHT_DATE"] == "2013-04-01"
     assert env["PIPELINE__AIRFLOW__END_DATE"] == "2013-05-16"  # the run that ingests the last day's outcomes
