@@ -101,6 +101,9 @@ with DAG(
         task_id="trigger_retraining",
         trigger_dag_id=TRAINING_DAG_ID,
         trigger_run_id="monitoring__{{ ds }}",
+        # No logical date (Airflow 3): a run dated by the wall clock would fall after the DAGs' end date
+        # (the source ends in 2013; a replay's clock ends with its window) and be created without tasks.
+        logical_date=None,
         conf=XComArg(decision.operator, key="retrain_conf"),
         skip_when_already_exists=True,
         wait_for_completion=False,

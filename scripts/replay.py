@@ -272,10 +272,25 @@ class Replay:
         if day > last:  # the outcomes of the last day: ingestion only
             self._wait(f"{INGEST} {day}", lambda: any(r["state"] in TERMINAL for r in self._runs_on(INGEST, day)))
         self._wait(f"{TRAINING} runs started on {day}", lambda: not self.training_active())
+        decision = self.decision(monitoring[0]["dag_run_id"]) if monitoring else None
+        if decision and decision.get("retrain"):
+            self._check_training(day)
         record = {"wall_s": round(time.monotonic() - started, 2), **self.task_seconds(day),
                   "monitoring": monitoring[0]["state"] if monitoring else None,
-                  "decision": self.decision(monitoring[0]["dag_run_id"]) if monitoring else None}
+                  "decision": decision}
         return record
+
+    def _check_training(self, day: dt.date) -> None:
+        """The training monitoring started on `day` ran (its tasks exist and it did not fail)."""
+        run_id = f"monitoring__{day.isoformat()}"
+        try:
+            run = self.client.get_run(TRAINING, run_id)
+        except AirflowAPIError as exc:
+            raise ReplayError(f"monitoring of {day} decided to retrain, but there is no {TRAINING} run {run_id}") from exc
+        tasks = self.client.task_instances(TRAINING, run_id)
+        if run["state"] != "success" or not tasks:
+            raise ReplayError(f"{TRAINING} run {run_id} (started by monitoring of {day}) is {run['state']} with "
+                              f"{len(tasks)} task(s): see it in the UI, clear it once fixed, and run again")
 
     def decision(self, run_id: str) -> dict[str, Any] | None:
         try:

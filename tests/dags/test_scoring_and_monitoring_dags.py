@@ -80,6 +80,8 @@ def test_monitoring_wiring_and_trigger(monitoring):
     assert isinstance(trigger, TriggerDagRunOperator)
     assert trigger.trigger_dag_id == "delay_model_training" and not trigger.wait_for_completion
     assert trigger.skip_when_already_exists, "a rerun of the same day does not start a second training"
+    # Dated by the wall clock, the training run would fall after the DAG's end date and get no tasks.
+    assert trigger.logical_date is None
 
 
 def test_retrain_decision_branches_and_hands_over_the_conf(monitoring):
