@@ -2,15 +2,15 @@
 
 1. start the local stack (Airflow, MLflow, Spark Connect, the warm step runner) with the replay
    clock (scripts/replay.py) set to the demo's window: its DAGs' dates are the window's;
-2. the first model: `replay_publisher` delivers the window's first fortnight (from 2013-04-01);
+2. the first model: `replay_publisher` delivers the window's first 18 days (from 2013-03-15);
    the scheduler's catch-up of `flights_ingest` validates it with Great Expectations,
    `flights_features` builds each day with Spark, `delay_model_training` makes the first
    champion (its last week held out), and `flights_batch_scoring` scores the fortnight;
 3. the clock ticks a day at a time: each day is delivered, ingested, built, scored by the
    champion serving at its start, and monitored (Evidently drift against the champion's training
-   reference, served AUC of the days whose outcomes arrived, the retraining decision). Late April
-   and May warm up against the model's early-April weather: once the champion is out of its
-   cooldown and the drift has lasted three days, monitoring starts `delay_model_training` with
+   reference, served AUC of the days whose outcomes arrived, the retraining decision). April
+   warms up against the model's March weather: once the champion is out of its cooldown and
+   the drift has lasted three days (Apr 15-17), monitoring starts `delay_model_training` with
    the reason and evidence in its conf; the gate decides; the clock goes on two more days, which
    the new champion scores if the gate promoted it;
 4. print the story: the day, the reason and evidence, the gate's decision, the new champion, the
@@ -27,7 +27,7 @@ import sys
 import time
 
 from scripts.airflow_api import AirflowAPIError, AirflowClient
-from scripts.replay import TRAINING, ReplayError, ReplayState, replay_env, run_replay
+from scripts.replay import TRAINING, ReplayError, ReplayState, check_window, replay_env, run_replay
 from scripts.stack import REPO_ROOT, StackConfig, StackError
 
 STATE_FILE = REPO_ROOT / ".airflow" / "demo_replay.json"
@@ -113,10 +113,14 @@ def lake_lines(lake_root: str, first: dt.date, last: dt.date) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 4, 1),
-                        help="the window's first day (default 2013-04-01)")
-    parser.add_argument("--first-model-days", type=int, default=14,
-                        help="days delivered before the first model is trained on them (default 14)")
+    # Measured on 2013 with the settings' drift policy (monitoring's columns and thresholds against the
+    # first model's training rows): from Mar 15 with 18 days, dataset drift on Apr 15-17 is the first
+    # streak once the champion is out of its cooldown, and its served AUC stays above the floor then.
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 3, 15),
+                        help="the window's first day (default 2013-03-15)")
+    parser.add_argument("--first-model-days", type=int, default=18,
+                        help="days delivered before the first model is trained on them (default 18: "
+                             "7 held out, 7 for early stopping, 4 to fit)")
     parser.add_argument("--max-days", type=int, default=30,
                         help="days the clock may tick after the first model (default 30)")
     parser.add_argument("--after", type=int, default=2,
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
+        check_window(first, last, args.first_model_days)
         state = ReplayState.load(STATE_FILE)
         if state and (state.first, state.last, state.first_model_days) != (
                 first.isoformat(), last.isoformat(), args.first_model_days):

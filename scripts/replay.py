@@ -143,9 +143,12 @@ def check_window(first: dt.date, last: dt.date, first_model_days: int) -> None:
     for name, day in (("start", first), ("end", last)):
         if not data.covers(day):
             problems.append(f"the {name} {day} is outside the source ({data.first_flight_date}..{data.last_flight_date})")
-    if first_model_days < 8:
-        problems.append(f"--first-model-days {first_model_days}: the first model needs at least 8 days "
-                        "(a labelled week is held out)")
+    training = get_settings().training
+    needed = training.holdout_days + training.validation_days + 1
+    if first_model_days < needed:
+        problems.append(f"--first-model-days {first_model_days}: the first model needs at least {needed} days "
+                        f"({training.holdout_days} held out, {training.validation_days} for early stopping, "
+                        "one to fit)")
     elif not problems and (last - first).days + 1 <= first_model_days:
         problems.append(f"the window {first}..{last} leaves no day after the first model's {first_model_days} days")
     if problems:

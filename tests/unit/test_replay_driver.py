@@ -17,7 +17,8 @@ D = dt.date
     (D(2012, 12, 1), D(2013, 3, 1), 31, "the start 2012-12-01 is outside the source (2013-01-01..2013-12-31)"),
     (D(2013, 1, 1), D(2014, 1, 5), 31, "the end 2014-01-05 is outside the source"),
     (D(2013, 3, 1), D(2013, 2, 1), 14, "the end 2013-02-01 is before the start 2013-03-01"),
-    (D(2013, 1, 1), D(2013, 3, 1), 5, "--first-model-days 5: the first model needs at least 8 days"),
+    (D(2013, 1, 1), D(2013, 3, 1), 14, "--first-model-days 14: the first model needs at least 15 days "
+                                       "(7 held out, 7 for early stopping, one to fit)"),
     (D(2013, 1, 1), D(2013, 1, 20), 31, "leaves no day after the first model's 31 days"),
 ])
 def test_a_window_the_source_cannot_play_is_refused_naming_the_problem(first, last, days, message):
