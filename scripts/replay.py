@@ -350,6 +350,31 @@ def run_replay(config: StackConfig, state: ReplayState, state_file: Path, timeou
     return stack
 
 
+def report_months(state: ReplayState) -> tuple[int, int] | None:
+    """The months the loop's evidence compares: from the second month after the first model's (Jan -> Mar)."""
+    first_loop_day = dt.date.fromisoformat(state.first) + dt.timedelta(days=state.first_model_days)
+    start_month, last = first_loop_day.month + 1, dt.date.fromisoformat(state.last)
+    return (start_month, last.month) if first_loop_day.year == last.year and start_month <= last.month else None
+
+
+def report_replay(config: StackConfig, state: ReplayState) -> None:
+    """`python -m jobs.replay_report` on the replay's lake and MLflow (its step log goes to the terminal)."""
+    import subprocess
+
+    months = report_months(state)
+    if months is None:
+        _say("the window is too short for the loop's evidence (it compares months after the first model's next)")
+        return
+    year = dt.date.fromisoformat(state.first).year
+    _say(f"the loop's evidence: live vs frozen vs calendar, months {months[0]}-{months[1]} of {year}")
+    done = subprocess.run([sys.executable, "-m", "jobs.replay_report", "--year", str(year),
+                           "--months", f"{months[0]}-{months[1]}"], cwd=REPO_ROOT,
+                          env={**config.base_env(), **replay_env(dt.date.fromisoformat(state.first),
+                                                                 dt.date.fromisoformat(state.last))})
+    if done.returncode != 0:
+        raise ReplayError(f"jobs.replay_report exited with {done.returncode} (see above)")
+
+
 def breakdown(state: ReplayState) -> dict[str, Any]:
     """The replay's time and its task time by step, from the state's day records."""
     days = list(state.days.values())
@@ -394,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"done: {summary['days']} days in {summary['elapsed_s'] / 60:.1f} min "
                  f"(first model {summary['first_model_s']} s); task time by DAG: {summary['task_s_by_dag']}; "
                  f"trainings triggered on {', '.join(summary['trainings']) or 'no day'}")
+            report_replay(stack.config, state)
             user, password = stack.admin_credentials()
             _say(f"Airflow {stack.config.airflow_url} (login {user} / {password}), MLflow {stack.config.mlflow_url}, "
                  f"lake {stack.config.lake_root}")

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from scripts.replay import REPO_ROOT, ReplayError, ReplayState, check_window, main, replay_env, replay_lock
+from scripts.replay import (REPO_ROOT, ReplayError, ReplayState, check_window, main, replay_env, replay_lock,
+                            report_months)
 
 D = dt.date
 
@@ -56,3 +57,9 @@ def test_state_round_trips_and_the_clock_settings_bound_the_dags(tmp_path):
     env = replay_env(D(2013, 4, 1), D(2013, 5, 15))
     assert env["PIPELINE__AIRFLOW__START_DATE"] == env["PIPELINE__DATA__FIRST_FLIGHT_DATE"] == "2013-04-01"
     assert env["PIPELINE__AIRFLOW__END_DATE"] == "2013-05-16"  # the run that ingests the last day's outcomes
+
+
+def test_the_evidence_compares_the_months_after_the_first_models_next():
+    assert report_months(ReplayState("2013-01-01", "2013-12-31", 31)) == (3, 12)
+    assert report_months(ReplayState("2013-03-15", "2013-06-30", 18)) == (5, 6)
+    assert report_months(ReplayState("2013-01-01", "2013-02-20", 31)) is None
