@@ -29,6 +29,8 @@ def _airflow_env(home: Path, lake_root: Path, sql_conn: str) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        # The lake sensors' trigger (plugins/lake_triggers.py) is imported from the plugins folder, as the stack's.
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_conn,
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "dags")]),
