@@ -167,17 +167,23 @@ class Comparison:
 
 
 def spark_build(spark, inputs: dict[str, pd.DataFrame], params, schema) -> None:
-    """pandas -> Spark, build_features, every column computed into Spark's noop sink.
+    """pandas -> Arrow -> Spark as the job hands its inputs over (packed: jobs.features.packed_frame),
+    build_features, every column computed into Spark's noop sink.
 
     Not collected to the driver: at 10x the year the features are 1.2 GB of Arrow, over
     spark.driver.maxResultSize (1g); the reference, in memory already, has nothing to collect.
     """
-    from jobs.features import PLANES_SCHEMA_DDL, build_features, raw_spark_schema
+    import pyarrow as pa
 
-    frames = {name: spark.createDataFrame(inputs[name], schema=raw_spark_schema(feed))
-              for name, feed in (("schedule", "schedule"), ("weather", "weather"), ("outcomes", "flights"))}
-    planes = spark.createDataFrame(inputs["planes"], schema=PLANES_SCHEMA_DDL)
-    built = build_features(frames["schedule"], frames["weather"], frames["outcomes"], planes, params, schema)
+    from jobs.features import build_features, packed_frame, planes_spark_schema, raw_spark_schema
+
+    schemas = {"schedule": raw_spark_schema("schedule"), "weather": raw_spark_schema("weather"),
+               "outcomes": raw_spark_schema("flights"), "planes": planes_spark_schema()}
+    frames = {name: packed_frame(spark, pa.Table.from_pandas(inputs[name][schema_.fieldNames()], preserve_index=False),
+                                 schema_)
+              for name, schema_ in schemas.items()}
+    built = build_features(frames["schedule"], frames["weather"], frames["outcomes"], frames["planes"], params,
+                           schema)
     built.write.format("noop").mode("overwrite").save()
 
 

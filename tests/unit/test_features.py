@@ -15,8 +15,8 @@ import yaml
 from jobs import features_reference
 from jobs.features import (
     PLANES_SCHEMA_DDL, FeatureColumn, FeatureParams, FeatureSchemaError, build_features, compute_features, lake_results,
-    features_key, history_features, load_feature_schema, main, plane_features, raw_spark_schema, schedule_features,
-    us_federal_holidays, weather_features, write_features,
+    features_key, history_features, load_feature_schema, main, packed_frame, plane_features, raw_spark_schema,
+    read_planes, schedule_features, us_federal_holidays, weather_features, write_features,
 )
 from jobs.lake import MANIFEST, Lake, raw_key
 from jobs.publish import publish
@@ -254,6 +254,33 @@ def test_a_bad_schema_file_fails_naming_it(tmp_path):
     bad.write_text(yaml.safe_dump(shipped))
     with pytest.raises(FeatureSchemaError, match=r"features.yaml: not a valid feature schema[\s\S]*duplicated.*year"):
         load_feature_schema(bad)
+
+
+# Input ----------------------------------------------------------------------------------------------
+def test_a_packed_frame_gives_back_every_row_with_its_types(spark, raw_frames, monkeypatch):
+    import pyarrow as pa
+
+    from jobs import features as features_module
+
+    monkeypatch.setattr(features_module, "PACKED_ROWS", 100)  # several packed rows, the last one short
+    schema = raw_spark_schema("schedule")
+    table = pa.Table.from_pandas(raw_frames("schedule", D)[schema.fieldNames()], preserve_index=False)
+    assert table.num_rows > 250 and table["tailnum"].null_count > 0
+    loose = spark.createDataFrame(table, schema=schema)
+    packed = packed_frame(spark, table, schema)
+    assert packed.schema == loose.schema
+    order = [("carrier", "ascending"), ("flight", "ascending"), ("origin", "ascending")]
+    assert packed.toArrow().sort_by(order).equals(loose.toArrow().sort_by(order))
+    assert packed_frame(spark, table.slice(0, 0), schema).count() == 0
+
+
+def test_read_planes_keeps_one_row_per_tail_the_first():
+    csv = b"tailnum,year,type,manufacturer,model,engines,seats,speed,engine\n" \
+          b"N1,2003,x,y,z,2,200,,Turbo-fan\nN2,,x,y,z,1,2,,Reciprocating\nN1,1990,x,y,z,2,100,,Turbo-jet\n"
+    planes = read_planes(csv)
+    assert list(planes["tailnum"]) == ["N1", "N2"]
+    assert (planes.loc[0, "year"], planes.loc[0, "seats"], planes.loc[0, "engine"]) == (2003, 200, "Turbo-fan")
+    assert pd.isna(planes.loc[1, "year"])
 
 
 # The CLI on a lake of real days -------------------------------------------------------------------
