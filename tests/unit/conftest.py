@@ -83,3 +83,19 @@ def served_model(tmp_path_factory, spark):
     promote(client, settings.mlflow.model_name, result["model_version"], "unit test")
     return {"lake_root": lake.root, "tracking_uri": tracking_uri, "version": result["model_version"],
             "run_id": result["run_id"], "settings": settings}
+
+
+_TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_tracking_uri_of_the_environment():
+    """mlflow.set_tracking_uri (jobs.train, jobs.backtest; also inside session fixtures, set up before this
+    one) writes MLFLOW_TRACKING_URI into os.environ, where the settings of every later test would read it:
+    after each test the variable is what it was when the session started."""
+    yield
+    before = _TRACKING_URI_AT_START
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
