@@ -97,7 +97,7 @@ with DAG(
         return "trigger_retraining"
 
     decision = retrain_decision()
-    trigger = TriggerDagRunOperator(
+    trigger_retraining = TriggerDagRunOperator(
         task_id="trigger_retraining",
         trigger_dag_id=TRAINING_DAG_ID,
         trigger_run_id="monitoring__{{ ds }}",
@@ -110,4 +110,4 @@ with DAG(
         doc_md="delay_model_training with conf: reason, evidence, windows. One per monitored day at most.",
     )
     no_retraining = EmptyOperator(task_id="no_retraining", doc_md="No retraining: the reason is in the logs.")
-    state >> wait >> monitor >> decision >> [trigger, no_retraining]
+    state >> wait >> monitor >> decision >> [trigger_retraining, no_retraining]

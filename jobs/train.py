@@ -42,7 +42,7 @@ from jobs.lake import Lake
 from jobs.registry import CHALLENGER, MlflowUnreachable, client
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 from jobs.training_set import (
-    LABEL, TrainingSet, TrainingSetError, Windows, add_window_arguments, build_training_set, read_training_set,
+    LABEL, TrainingSet, TrainingSetError, Windows, build_training_set, read_training_set,
     training_set_key,
 )
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.features import DELAYED_MINUTES, features_key, load_feature_schema
 from jobs.lake import Lake, PartitionNotFound, raw_key
-from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, emit_result
+from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 
 if TYPE_CHECKING:
     import pandas as pd

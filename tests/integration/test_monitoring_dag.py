@@ -18,7 +18,6 @@ drift (a share of 0.15); nothing else is changed.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 from mlflow import MlflowClient

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
