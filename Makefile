@@ -13,10 +13,12 @@ export PIPELINE_ENV ?= local
 venv: $(STAMP)
 
 # The venv is rebuilt only when the pins change, so a second `make` is quick.
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) (a few minutes, once)"
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	@# The pipeline package itself, editable: its dependencies are the pins above.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         state.next_day = (day + dt.timedelta(days=1)).isoformat()
         state.save(state_file)
 
-    env = {**os.environ, **config.pipeline_env_vars(), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **config.pipeline_env_vars()}
     cli_lake = args.home / "lake_cli"
     shutil.rmtree(cli_lake, ignore_errors=True)
     shutil.copytree(snapshot, cli_lake)

@@ -353,7 +353,7 @@ def backfill(raw: dict[str, pd.DataFrame], first: dt.date, days: int,
         prepare_lake(root, raw, first, last)
         env = {key: value for key, value in os.environ.items()
                if not key.startswith("PIPELINE__") and key != "SPARK_REMOTE"}
-        env.update({"PYTHONPATH": str(REPO_ROOT), "LAKE_ROOT": root, "PIPELINE_ENV": "local"})
+        env.update({"LAKE_ROOT": root, "PIPELINE_ENV": "local"})
 
         fresh = Backfill("a. fresh process per day", days)
         print(f"  {fresh.label} ...", flush=True)

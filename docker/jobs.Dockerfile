@@ -16,7 +16,6 @@ RUN apt-get update \
 RUN useradd --uid 50000 --create-home pipeline
 WORKDIR /opt/pipeline
 ENV PIPELINE_ENV=production \
-    PYTHONPATH=/opt/pipeline \
     PYTHONUNBUFFERED=1 \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     PYSPARK_PYTHON=/usr/local/bin/python
@@ -33,8 +32,11 @@ RUN jars="$(python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file_
       "$maven/software/amazon/awssdk/bundle/${AWS_SDK_BUNDLE_VERSION}/bundle-${AWS_SDK_BUNDLE_VERSION}.jar"
 
 COPY docker/spark-entrypoint.sh /opt/spark-entrypoint.sh
+COPY pyproject.toml README.md ./
 COPY config ./config
 COPY jobs ./jobs
+# The pipeline package, editable in place (it reads config/ beside it); its dependencies are the pins above.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .
 USER pipeline
 ENTRYPOINT ["/opt/spark-entrypoint.sh"]
 CMD ["python", "-m", "jobs.ingest", "--help"]

@@ -11,7 +11,6 @@ RUN apt-get update \
 RUN useradd --uid 50000 --create-home pipeline
 WORKDIR /opt/pipeline
 ENV PIPELINE_ENV=production \
-    PYTHONPATH=/opt/pipeline \
     PYTHONUNBUFFERED=1 \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     PYSPARK_PYTHON=/usr/local/bin/python \
@@ -26,8 +25,11 @@ RUN sed 's/^torch==2\.13\.0+cpu$/torch==2.13.0+cu126/' constraints.txt > /tmp/co
  && pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cu126 \
       -r requirements.txt -c /tmp/constraints-cuda.txt
 
+COPY pyproject.toml README.md ./
 COPY config ./config
 COPY jobs ./jobs
+# The pipeline package, editable in place (it reads config/ beside it); its dependencies are the pins above.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .
 USER pipeline
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-m", "jobs.train", "--help"]

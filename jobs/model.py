@@ -388,11 +388,14 @@ class TabularNet(nn.Module):
             if len(edges) < 2:  # a constant column: one bin of width 1
                 edges = np.array([edges[0], edges[0] + 1.0])
             n = len(edges) - 1
-            self.ple_left[j].zero_(); self.ple_width[j].fill_(1.0); self.ple_mask[j].zero_()
+            self.ple_left[j].zero_()
+            self.ple_width[j].fill_(1.0)
+            self.ple_mask[j].zero_()
             self.ple_left[j, :n] = torch.as_tensor(edges[:-1], dtype=torch.float32)
             self.ple_width[j, :n] = torch.as_tensor(np.diff(edges), dtype=torch.float32)
             self.ple_mask[j, :n] = 1.0
-            self.ple_low[j].zero_(); self.ple_high[j].fill_(1.0)
+            self.ple_low[j].zero_()
+            self.ple_high[j].fill_(1.0)
             self.ple_low[j, 0] = -_UNBOUNDED
             self.ple_high[j, n - 1] = _UNBOUNDED
 

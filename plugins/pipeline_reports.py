@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import html
 import mimetypes
-import sys
-from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
@@ -22,10 +20,6 @@ from fastapi.responses import HTMLResponse, Response
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 URL_PREFIX = "/pipeline"
 SERVED_ZONE = "reports"

@@ -235,7 +235,6 @@ class StackConfig:
         }
         venv_bin = str(Path(sys.executable).parent)  # not resolved: a venv's python is a symlink
         env["PATH"] = os.pathsep.join(p for p in (venv_bin, env.get("PATH", "")) if p)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         no_proxy = ",".join(p for p in (env.get("NO_PROXY", ""), "127.0.0.1,localhost") if p)
         env["NO_PROXY"] = env["no_proxy"] = no_proxy
         env.update(self.pipeline_env_vars())

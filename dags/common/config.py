@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
-from pathlib import Path
 
-# dags/ sits next to jobs/: make the pipeline package importable wherever the
-# dags folder is mounted (dag-processor, worker, `airflow dags test`).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# The pipeline package is installed (pyproject.toml): importable in every Airflow component.
+from jobs.settings import REPO_ROOT, Settings, get_settings
 
-from jobs.settings import Settings, get_settings  # noqa: E402
+__all__ = ["REPO_ROOT", "Settings", "default_args", "end_date", "settings", "start_date"]
 
 
 def settings() -> Settings:

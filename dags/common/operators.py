@@ -116,7 +116,6 @@ class SubprocessStepOperator(StepResultsMixin, BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         output: list[str] = []
         socket_path = os.environ.get(WARM_SOCKET_ENV)
         code = self._run_warm(socket_path, env, output) if socket_path else None

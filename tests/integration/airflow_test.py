@@ -33,7 +33,9 @@ def _airflow_env(home: Path, lake_root: Path, sql_conn: str) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_conn,
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "dags")]),
+        # The dags folder on the path, as Airflow puts a DAG bundle's (the DAG files import `common`);
+        # `jobs` is the installed package.
+        "PYTHONPATH": str(REPO_ROOT / "dags"),
         "PIPELINE_ENV": "local",
         "LAKE_ROOT": str(lake_root),
         # A feed that never lands fails the test in a minute, not after the local 10-minute timeout.

@@ -231,7 +231,7 @@ def warm_runner(base_dir: Path, env: Mapping[str, str] | None = None, timeout: f
     config = StackConfig(airflow_home=base_dir, mlflow_home=base_dir, lake_root=str(base_dir / "lake"), warm_runner=True)
     settings_vars = ("PIPELINE_ENV", "LAKE_ROOT", "MLFLOW_TRACKING_URI", "PIPELINE_WARM_SOCKET")
     process_env = {k: v for k, v in os.environ.items() if k not in settings_vars and not k.startswith("PIPELINE__")}
-    process_env.update({"PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    process_env.update(env or {})
     log_path = base_dir / f"{WARM_RUNNER}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(config.commands()[WARM_RUNNER], env=process_env, cwd=REPO_ROOT, stdout=log,

@@ -199,6 +199,8 @@ def test_single_feature_aucs_rank_the_planted_features(data):
 # MLflow pyfunc -------------------------------------------------------------------------------
 LOAD_ELSEWHERE = textwrap.dedent("""
     import importlib.util, json, sys
+    if sys.argv[3] != "with-repo":  # a serving image without the pipeline package: no editable install either
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
     import numpy as np, pandas as pd
     repo_importable = importlib.util.find_spec("jobs") is not None
     assert repo_importable == (sys.argv[3] == "with-repo"), repo_importable

@@ -1,16 +1,11 @@
 """The reports plugin serves the lake's reports/ zone (local and S3) behind Airflow's login."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
-
-import pipeline_reports  # noqa: E402
-from airflow.api_fastapi.core_api.security import get_user  # noqa: E402
+import pipeline_reports  # the plugins folder is on the tests' path (pyproject.toml), as on Airflow's
+from airflow.api_fastapi.core_api.security import get_user
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def fresh(step: str, *argv: str, env: dict) -> tuple[int, list[str]]:
     """The same step as a fresh interpreter, as the operator ran it before the warm runner."""
     base = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS and not k.startswith("PIPELINE__")}
     done = subprocess.run([sys.executable, "-m", f"jobs.{step}", *argv], cwd=REPO_ROOT, text=True,
-                          env={**base, **env, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE,
+                          env={**base, **env}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, check=False)
     return done.returncode, done.stdout.splitlines()
 
