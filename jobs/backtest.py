@@ -416,7 +416,7 @@ def compare(backtest: "pd.DataFrame", labels: "pd.DataFrame", served: "pd.DataFr
             served_days: set[str], threshold: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-day rows, totals) of the backtest's predictions against the labels and what was served."""
     from jobs.score import PROBABILITY
-    from jobs.training_set import LABEL
+    from jobs.feeds import LABEL
 
     key = list(key)
     joined = (backtest[[*key, "flight_date", PROBABILITY]]

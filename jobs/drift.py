@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs.feeds import LABEL
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -35,7 +37,7 @@ log = logging.getLogger("jobs.drift")
 REFERENCE_ARTIFACT = "reference/reference_sample.parquet"
 PROBABILITY = "probability"
 # Columns of the reference sample that are not model inputs.
-REFERENCE_EXTRA = ("flight_date", "is_delayed", PROBABILITY)
+REFERENCE_EXTRA = ("flight_date", LABEL, PROBABILITY)
 
 
 def stratified_sample(frame: "pd.DataFrame", max_rows: int, by: str | None, seed: int) -> tuple["pd.DataFrame", dict[str, Any]]:
@@ -83,8 +85,8 @@ def reference_sample(train: "pd.DataFrame", trained: Any, max_rows: int, seed: i
     sample, info = stratified_sample(train, max_rows, "flight_date", seed)
     reference = serving_frame(sample, trained.preprocessor)
     reference["flight_date"] = sample["flight_date"].astype(str).to_numpy()
-    if "is_delayed" in sample.columns:
-        reference["is_delayed"] = sample["is_delayed"].astype("int64").to_numpy()
+    if LABEL in sample.columns:
+        reference[LABEL] = sample[LABEL].astype("int64").to_numpy()
     reference[PROBABILITY] = trained.predict_proba(sample)
     return reference, info
 

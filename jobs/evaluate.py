@@ -160,7 +160,8 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
     from jobs.lake import Lake
     from jobs.registry import CHAMPION, alias_version, client
     from jobs.settings import get_settings
-    from jobs.training_set import LABEL, read_training_set, training_set_key
+    from jobs.feeds import LABEL
+    from jobs.training_set import read_training_set, training_set_key
 
     settings = settings or get_settings()
     lake = lake or Lake.from_settings(settings)

@@ -106,7 +106,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jobs.feeds import FLIGHT_KEY
+from jobs.feeds import DELAYED_MINUTES, FLIGHT_KEY
 from jobs.lake import Lake, PartitionNotFound, partition_key, raw_key, reference_key
 from jobs.results import EXIT_OK, EXIT_USAGE, emit_result
 
@@ -130,7 +130,6 @@ HISTORY_WINDOWS = (7, 28)  # days before the flight date; the column names carry
 HISTORY_KEYS = ("carrier", "origin", "route", "tailnum")
 # The most dates one Spark pass builds; a longer range runs as several passes in one session.
 RANGE_PASS_DAYS = 31
-DELAYED_MINUTES = 15  # DESIGN.md's target: is_delayed = arr_delay >= 15
 WEATHER_MEASUREMENTS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure",
                         "visib")
 PLANE_COLUMNS = ("tailnum", "year", "seats", "engine")

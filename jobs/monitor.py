@@ -41,6 +41,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.feeds import DELAYED_MINUTES, FLIGHT_KEY, LABEL
 from jobs.lake import Lake, PartitionNotFound, raw_key, report_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobs.monitor")
 
-OUTCOME_KEY = ("year", "month", "day", "carrier", "flight", "origin")
 
 
 class NothingToMonitor(RuntimeError):
@@ -101,7 +101,6 @@ def _labelled(lake: Lake, ds: str) -> tuple["pd.DataFrame | None", str]:
     """Served predictions of `ds` joined to their outcomes, or (None, status)."""
     import numpy as np
 
-    from jobs.features import DELAYED_MINUTES
     from jobs.score import predictions_key
 
     try:
@@ -109,12 +108,12 @@ def _labelled(lake: Lake, ds: str) -> tuple["pd.DataFrame | None", str]:
     except PartitionNotFound:
         return None, "no predictions"
     try:
-        outcomes = lake.read_table(raw_key("flights", ds), [*OUTCOME_KEY, "arr_delay"])[0].to_pandas()
+        outcomes = lake.read_table(raw_key("flights", ds), [*FLIGHT_KEY, "arr_delay"])[0].to_pandas()
     except PartitionNotFound:
         return None, "pending"
-    joined = predictions.merge(outcomes, on=list(OUTCOME_KEY), how="inner")
+    joined = predictions.merge(outcomes, on=list(FLIGHT_KEY), how="inner")
     joined["cancelled"] = joined["arr_delay"].isna()
-    joined["is_delayed"] = np.where(joined["cancelled"], 0, (joined["arr_delay"] >= DELAYED_MINUTES).astype(int))
+    joined[LABEL] = np.where(joined["cancelled"], 0, (joined["arr_delay"] >= DELAYED_MINUTES).astype(int))
     return joined, "labelled"
 
 
@@ -143,14 +142,14 @@ def served_performance(lake: Lake, ds: dt.date, settings: "Settings") -> dict[st
     cancelled = int(served["cancelled"].sum())
     served = served[~served["cancelled"]]
     threshold = settings.training.decision_threshold
-    window = holdout_metrics(served["is_delayed"], served["probability"], served, threshold=threshold)
+    window = holdout_metrics(served[LABEL], served["probability"], served, threshold=threshold)
     latest_day = max(d for d, s in status.items() if s == "labelled")
     latest = served[served["flight_date"].astype(str) == latest_day]
     out.update(status="measured", labelled_rows=int(len(served)), cancelled=cancelled,
                model_versions=sorted(served["model_version"].astype(str).unique().tolist()),
                metrics=scalar_metrics(window), calibration=window["calibration"], slices=window["slices"],
                latest_day={"ds": latest_day, "rows": int(len(latest)),
-                           **(scalar_metrics(holdout_metrics(latest["is_delayed"], latest["probability"],
+                           **(scalar_metrics(holdout_metrics(latest[LABEL], latest["probability"],
                                                              threshold=threshold)) if len(latest) else {})})
     return out
 

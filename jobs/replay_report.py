@@ -172,7 +172,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
     from jobs.score import PROBABILITY
     from jobs.settings import get_settings
     from jobs.spark import spark_session
-    from jobs.training_set import LABEL
+    from jobs.feeds import LABEL
 
     settings = settings or get_settings()
     mlflow_client = mlflow_client or client(settings.mlflow.tracking_uri)

@@ -38,11 +38,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.feeds import LABEL
 from jobs.lake import Lake
 from jobs.registry import CHALLENGER, MlflowUnreachable, client
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 from jobs.training_set import (
-    LABEL, TrainingSet, TrainingSetError, Windows, build_training_set, read_training_set,
+    TrainingSet, TrainingSetError, Windows, build_training_set, read_training_set,
     training_set_key,
 )
 

@@ -35,7 +35,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobs.features import DELAYED_MINUTES, features_key, load_feature_schema
+from jobs.features import features_key, load_feature_schema
+from jobs.feeds import DELAYED_MINUTES, FLIGHT_KEY, LABEL
 from jobs.lake import Lake, PartitionNotFound, raw_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobs.training_set")
 
-LABEL = "is_delayed"
 SPLITS = ("train", "holdout")
 
 
@@ -188,7 +188,7 @@ def label_frame(spark: "SparkSession", outcomes: "pa.Table"):
 
     frame = spark.createDataFrame(outcomes)
     return frame.select(
-        *[F.col(c) for c in ("year", "month", "day", "carrier", "flight", "origin")],
+        *[F.col(c) for c in FLIGHT_KEY],
         F.when(F.col("arr_delay").isNull(), F.lit(None).cast("int"))
         .otherwise((F.col("arr_delay") >= DELAYED_MINUTES).cast("int")).alias(LABEL),
     )
@@ -198,8 +198,7 @@ def build_split(spark: "SparkSession", lake: Lake, inputs: SplitInputs) -> tuple
     """Feature rows of the split with their label; (rows, cancelled flights excluded)."""
     schema = load_feature_schema()
     features = _read_all(lake, sorted(inputs.features))
-    outcomes = _read_all(lake, sorted(inputs.labels), ["year", "month", "day", "carrier", "flight", "origin",
-                                                       "arr_delay"])
+    outcomes = _read_all(lake, sorted(inputs.labels), [*FLIGHT_KEY, "arr_delay"])
     if features is None or outcomes is None:
         import pandas as pd
 

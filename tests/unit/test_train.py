@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from jobs.train import main, split_validation
-from jobs.training_set import LABEL, TrainingSetError
+from jobs.feeds import LABEL
+from jobs.training_set import TrainingSetError
 
 WINDOW = ["--start", "2013-01-01", "--end", "2013-02-28", "--holdout-start", "2013-03-01", "--holdout-end",
           "2013-03-07"]
