@@ -90,16 +90,17 @@ with DAG(
 
     @task(multiple_outputs=True)
     def check_request(params: dict | None = None, dag_run: Any = None, data_interval_end: Any = None) -> dict[str, Any]:
-        """The windows and CLI arguments of this run; a bad request fails here naming each problem.
+        """The run's requests to jobs.training_set (its Windows) and jobs.train (its TrainRequest), as their CLI
+        arguments; a bad request fails here, named by the jobs' own checks, before anything runs.
 
         AirflowFailException: no retry, a request does not get better by waiting.
         """
         from jobs.lake import Lake
+        from jobs.train import TrainRequest
         from jobs.training_set import last_labelled_date, resolve_windows
 
-        # Types and ranges (epochs >= 1, ...) are the Params' JSON schema's: checked at trigger time.
+        # The trigger form's JSON schema refuses wrong types and ranges first; the jobs' requests check the rest.
         params = params or {}
-        problems = []
         # A scheduled run for week W may only use labels that had arrived by then, and trains only when
         # the retraining policy says so (the same decision monitoring asks every day).
         cap = None
@@ -115,22 +116,11 @@ with DAG(
         try:
             windows = resolve_windows(params, last_labelled_date(Lake.from_settings(), cap),
                                       _data.first_flight_date, _data.last_flight_date, _training.holdout_days)
+            request = TrainRequest.from_params(windows, params, airflow_dag_id=DAG_ID,
+                                               airflow_run_id=dag_run.run_id if dag_run is not None else None)
         except ValueError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise AirflowFailException("bad training request: " + "; ".join(problems))
-        w = windows.to_json()
-        set_args = ["--train-start", w["train_start"], "--train-end", w["train_end"],
-                    "--holdout-start", w["holdout_start"], "--holdout-end", w["holdout_end"]]
-        train_args = ["--start", w["train_start"], "--end", w["train_end"], "--holdout-start", w["holdout_start"],
-                      "--holdout-end", w["holdout_end"], "--family", params["family"],
-                      "--epochs", str(params["epochs"]), "--batch-size", str(params["batch_size"]),
-                      "--learning-rate", str(params["learning_rate"]), "--seed", str(params["seed"]),
-                      "--reason", params.get("reason") or "manual", "--airflow-dag-id", DAG_ID,
-                      "--airflow-run-id", dag_run.run_id if dag_run is not None else ""]
-        if not params["use_gpu"]:
-            train_args.append("--no-gpu")
-        return {"windows": w, "set_arguments": set_args, "train_arguments": train_args,
+            raise AirflowFailException(f"bad training request: {exc}") from None
+        return {"windows": windows.to_json(), "set_arguments": windows.argv(), "train_arguments": request.argv(),
                 "require_approval": bool(params.get("require_approval"))}
 
     request = check_request()
@@ -139,6 +129,8 @@ with DAG(
     train = pipeline_step("train", step="train", arguments=request["train_arguments"],
                           doc_md="`python -m jobs.train`: candidate + HGB baseline in MLflow; alias challenger.")
     version = "{{ ti.xcom_pull(task_ids='train')[0]['model_version'] }}"
+    # The gate's result (jobs.evaluate's STEP_RESULT), as the templates below read it.
+    gate = "ti.xcom_pull(task_ids='evaluate_and_gate')[0]"
     evaluate = pipeline_step("evaluate_and_gate", step="evaluate", arguments=["--version", version],
                              doc_md="`python -m jobs.evaluate`: holdout metrics, the gate, the model card.")
 
@@ -159,17 +151,15 @@ with DAG(
     approve = ApprovalOperator(
         task_id="approve",
         subject=f"Promote {settings().mlflow.model_name} version {version} to champion?",
-        body=("The gate passed: {{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['reasons'] | join('; ') }}.\n\n"
-              "Model card: {{ conf.get('api', 'base_url') }}/pipeline/"
-              "{{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['model_card_key'] }}"),
+        body=(f"The gate passed: {{{{ {gate}['reasons'] | join('; ') }}}}.\n\n"
+              f"Model card: {{{{ conf.get('api', 'base_url') }}}}/pipeline/{{{{ {gate}['model_card_key'] }}}}"),
         response_timeout=dt.timedelta(days=3),
     )
     skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")
     promote = pipeline_step(
         "promote", step="registry",
         arguments=["promote", "--version", version, "--reason",
-                   "gate passed ({{ ti.xcom_pull(task_ids='evaluate_and_gate')[0]['reasons'] | join('; ') }}); "
-                   "airflow run {{ run_id }}"],
+                   f"gate passed ({{{{ {gate}['reasons'] | join('; ') }}}}); airflow run {{{{ run_id }}}}"],
         trigger_rule="none_failed_min_one_success",
         doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",
     )

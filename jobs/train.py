@@ -35,6 +35,7 @@ import datetime as dt
 import logging
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclasses.dataclass(frozen=True)
 class TrainRequest:
+    """One training run's request: windows, model family, hyper-parameters, why, and which Airflow run asks.
+
+    The one place a request is checked (`__post_init__`, every problem named at once): the CLI
+    parses its flags into it, and `delay_model_training`'s `check_request` builds it from the
+    run's Params (`from_params`) and hands the CLI its `argv()`.
+    """
+
     windows: Windows
     family: str
     epochs: int
@@ -70,6 +78,48 @@ class TrainRequest:
     reason: str = ""
     airflow_dag_id: str | None = None
     airflow_run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.family not in FAMILIES:
+            problems.append(f"family {self.family!r} is not one of {', '.join(FAMILIES)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        if not 0 < self.learning_rate < 1:
+            problems.append(f"learning_rate must be in (0, 1) (got {self.learning_rate})")
+        if self.seed < 0:
+            problems.append(f"seed must not be negative (got {self.seed})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_params(cls, windows: Windows, params: Mapping[str, Any], *, airflow_dag_id: str | None = None,
+                    airflow_run_id: str | None = None) -> TrainRequest:
+        """From a DAG run's Params (the trigger form's fields); an empty reason is a manual run's."""
+        return cls(windows, str(params["family"]), int(params["epochs"]), int(params["batch_size"]),
+                   float(params["learning_rate"]), int(params["seed"]), bool(params["use_gpu"]),
+                   str(params.get("reason") or "manual"), airflow_dag_id, airflow_run_id)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainRequest:
+        windows = Windows(args.train_start, args.train_end, args.holdout_start, args.holdout_end)
+        return cls(windows, args.family, args.epochs, args.batch_size, args.learning_rate, args.seed, args.use_gpu,
+                   args.reason, args.airflow_dag_id, args.airflow_run_id)
+
+    def argv(self) -> list[str]:
+        """The `python -m jobs.train` arguments of this request (`build_parser` reads them back into it)."""
+        w = self.windows.to_json()
+        argv = ["--start", w["train_start"], "--end", w["train_end"], "--holdout-start", w["holdout_start"],
+                "--holdout-end", w["holdout_end"], "--family", self.family, "--epochs", str(self.epochs),
+                "--batch-size", str(self.batch_size), "--learning-rate", repr(self.learning_rate),
+                "--seed", str(self.seed), "--reason", self.reason]
+        if not self.use_gpu:
+            argv.append("--no-gpu")
+        for flag, value in (("--airflow-dag-id", self.airflow_dag_id), ("--airflow-run-id", self.airflow_run_id)):
+            if value:
+                argv += [flag, value]
+        return argv
 
 
 def git_commit() -> str | None:
@@ -245,17 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(settings)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if not 0 < args.learning_rate < 1:
-        parser.error("--learning-rate must be in (0, 1)")
     try:
-        windows = Windows(args.train_start, args.train_end, args.holdout_start, args.holdout_end)
+        request = TrainRequest.from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    request = TrainRequest(windows, args.family, args.epochs, args.batch_size, args.learning_rate, args.seed,
-                           args.use_gpu, args.reason, args.airflow_dag_id, args.airflow_run_id)
     try:
         result = train_candidate(request, settings=settings)
     except TrainingSetError as exc:

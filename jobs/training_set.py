@@ -83,6 +83,10 @@ class Windows:
     def to_json(self) -> dict[str, str]:
         return {key: value.isoformat() for key, value in asdict(self).items()}
 
+    def argv(self) -> list[str]:
+        """The `python -m jobs.training_set` arguments of these windows (`add_window_arguments` reads them back)."""
+        return [arg for key, value in self.to_json().items() for arg in (f"--{key.replace('_', '-')}", value)]
+
 
 def last_labelled_date(lake: Lake, not_after: dt.date | None = None) -> dt.date | None:
     """The latest flight date with both a features partition and its outcomes (labels), optionally capped."""
