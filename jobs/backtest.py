@@ -55,6 +55,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobs.lake import Lake, partition_key, raw_key, report_key
+from jobs.reports import num
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
 
 if TYPE_CHECKING:
@@ -463,51 +464,12 @@ def compare(backtest: "pd.DataFrame", labels: "pd.DataFrame", served: "pd.DataFr
 
 # Reports --------------------------------------------------------------------------------------
 
-def _number(value: Any, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
 
 def render_html(summary: dict[str, Any]) -> str:
     """A self-contained page: what was backtested, and the table of days and totals."""
-    from html import escape
+    from jobs.reports import render_page
 
-    names = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "log loss"), ("calibration_ece", "ECE"))
-
-    def cells(row: dict[str, Any]) -> str:
-        out = []
-        for name, _ in names:
-            for side in ("backtest", "served"):
-                out.append(f"<td>{_number((row.get(side) or {}).get(name))}</td>")
-        return "".join(out)
-
-    header = "".join(f"<th>{label} backtest</th><th>{label} served</th>" for _, label in names)
-    days = "".join(
-        f"<tr><td>{d['ds']}</td><td>{d['rows']}</td><td>{d['cancelled']}</td>{cells(d)}"
-        f"<td>{escape(', '.join(d['served_versions']) or d['served_status'])}</td></tr>" for d in summary["days"])
-    totals = summary["totals"]
-    model, window = summary["model"], summary["window"]
-    left_out = "".join(f"<li>{ds}: {escape(why)}</li>" for ds, why in summary["left_out"].items())
-    warnings = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
-    trained = summary.get("training")
-    origin = (f"trained for this backtest on {summary['request'].get('train_start')}..{summary['request'].get('train_end')}"
-              f"{' (reused)' if trained and trained.get('reused') else ''}" if trained else escape(model["source"]))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>backtest {escape(summary['id'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse}}</style>
-</head><body><h1>Backtest {escape(summary['id'])}</h1>
-<p>{escape(model['name'])} version {escape(model['version'])} (run {escape(model['run_id'] or '')}; {origin}),
-flight dates {window['start']}..{window['end']}: {totals['days']} day(s) compared, {totals['rows']} labelled flights,
-{totals['cancelled']} cancelled (no label). Threshold {summary['threshold']}.</p>
-{f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
-<p><img src="backtest.png" alt="daily ROC AUC, backtested vs served" width="800"></p>
-<table><tr><th>date</th><th>flights</th><th>cancelled</th>{header}<th>served by</th></tr>{days}
-<tr><th>all days</th><th>{totals['rows']}</th><th>{totals['cancelled']}</th>{cells(totals)}
-<th>{escape(', '.join(totals['served_versions']))}</th></tr></table>
-<p>Each row compares both sides on the same flights: on a served day, the labelled flights that were served.
-Over the window the served column covers the {totals['served_days']} served day(s)
-(backtest on those flights: ROC AUC {_number((totals['backtest_on_served_rows'] or {}).get('roc_auc'))}).</p>
-{f'<h2>Days left out</h2><ul>{left_out}</ul>' if left_out else ''}
-<p>Generated {escape(summary['generated_at'])}</p></body></html>
-"""
+    return render_page("backtest.html.j2", summary=summary, generated_at=summary["generated_at"])
 
 
 def render_chart(summary: dict[str, Any]) -> bytes:
@@ -598,8 +560,8 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
     lake.write_text(backtest_key(plan.backtest_id, "backtest.html"), render_html(summary))
     lake.write_json(backtest_key(plan.backtest_id, "backtest.json"), summary)
     log.info("backtest %s: ROC AUC %s backtested vs %s served over %d flights -> %s", plan.backtest_id,
-             _number(totals["backtest"] and totals["backtest"]["roc_auc"]),
-             _number(totals["served"] and totals["served"]["roc_auc"]), totals["rows"],
+             num(totals["backtest"] and totals["backtest"]["roc_auc"], 4),
+             num(totals["served"] and totals["served"]["roc_auc"], 4), totals["rows"],
              summary["outputs"]["backtest.html"])
     return summary
 

@@ -124,30 +124,9 @@ def _predict(model_uri: str, frame: "pd.DataFrame"):
 
 def render_card_html(card: dict[str, Any]) -> str:
     """A self-contained HTML page of the model card (what the plugin and the lake serve)."""
-    from html import escape
+    from jobs.reports import render_page
 
-    decision = card["decision"]
-    rows = "".join(
-        f"<tr><td>{escape(c['name'])}</td><td>{'pass' if c['passed'] else '<b>FAIL</b>'}</td>"
-        f"<td>{'' if c['value'] is None else c['value']}</td><td>{'' if c['threshold'] is None else c['threshold']}</td>"
-        f"<td>{escape(c['reason'])}</td></tr>" for c in decision["checks"])
-    models = "".join(
-        f"<tr><td>{escape(role)}</td><td>{escape(str(m.get('version') or m.get('run_id') or ''))}</td>"
-        + "".join(f"<td>{'' if m['metrics'].get(k) is None else round(m['metrics'][k], 4)}</td>"
-                  for k in ("roc_auc", "pr_auc", "log_loss", "brier"))
-        + f"<td>{m['metrics']['calibration']['ece']}</td></tr>"
-        for role, m in card["models"].items() if m.get("metrics"))
-    verdict = "PROMOTABLE" if decision["passed"] else "REJECTED"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(card['model'])} v{card['version']}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse}}</style>
-</head><body><h1>{escape(card['model'])} version {card['version']}: {verdict}</h1>
-<p>Holdout {card['holdout']['start']}..{card['holdout']['end']}, {card['holdout']['rows']} flights;
-training set {escape(card['training_set'])}; reason: {escape(card['reason'])}</p>
-<h2>Gate</h2><table><tr><th>check</th><th>result</th><th>value</th><th>threshold</th><th>why</th></tr>{rows}</table>
-<h2>Holdout metrics</h2><table><tr><th>model</th><th>version / run</th><th>ROC AUC</th><th>PR AUC</th>
-<th>log loss</th><th>Brier</th><th>ECE</th></tr>{models}</table>
-<p>Generated {escape(card['generated_at'])}</p></body></html>
-"""
+    return render_page("model_card.html.j2", card=card, generated_at=card["generated_at"])
 
 
 def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any | None" = None) -> dict[str, Any]:

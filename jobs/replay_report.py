@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 from jobs.lake import Lake, report_key
+from jobs.reports import num
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result, record_rejection
 
 if TYPE_CHECKING:
@@ -229,7 +228,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
     lake.write_text(replay_key(year, "replay.html"), render_html(summary))
     lake.write_json(replay_key(year, "replay.json"), summary)
     log.info("year %s, %s..%s: mean ROC AUC live %s, frozen %s, calendar %s -> %s", year, summary["periods"][0],
-             summary["periods"][-1], *(_fmt(means[s]) for s in SIDES), lake.uri(replay_key(year, "replay.html")))
+             summary["periods"][-1], *(num(means[s]) for s in SIDES), lake.uri(replay_key(year, "replay.html")))
     return summary
 
 
@@ -238,47 +237,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(present) / len(present), 4) if present else None
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
 
 def render_html(summary: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{row['period']}</td><td>{row['rows']:,}</td>"
-        + "".join(f"<td>{_fmt(row[side])}</td>" for side in SIDES)
-        + f"<td>{_fmt(row['live'] - row['frozen'] if row['live'] is not None and row['frozen'] is not None else None, 3)}</td>"
-        f"<td>{_fmt(row.get('mean_drift_share'), 2)}</td><td>{row.get('dataset_drift_days', '-')}/"
-        f"{row.get('days_monitored', '-')}</td><td>{row['trainings_started']}</td></tr>"
-        for row in summary["by_period"])
-    means = summary["mean_roc_auc"]
-    trainings = "".join(
-        f"<tr><td>v{escape(t['version'])}</td><td>{escape(t['started_on'] or '-')}</td><td>{escape(t['trigger'])}</td>"
-        f"<td>{escape(t['window'].get('train_start', ''))}..{escape(t['window'].get('holdout_end', ''))}</td>"
-        f"<td>{escape(t['reason'][:300])}</td><td>{'passed' if t['gate_passed'] else 'rejected' if t['gate_passed'] is False else '-'}"
-        f"<br><small>{escape(t['gate_reasons'][:300])}</small></td><td>{'yes' if t['promoted'] else 'no'}</td></tr>"
-        for t in summary["trainings"])
-    links = "".join(f"<li>{escape(name)}: <code>{escape(b['report'])}</code> (v{escape(str(b['model_version']))})</li>"
-                    for name, b in summary["backtests"].items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Year replay {summary['year']}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-table{{border-collapse:collapse;margin-bottom:1.5em}}td:first-child{{text-align:left}}</style></head><body>
-<h1>The retraining loop over {summary['year']}</h1>
-<p>Served ROC AUC by month on the same flights: the live loop (monitoring-driven retraining), the first
-champion frozen (v{escape(summary['first_champion'])}), and calendar retraining (monthly, expanding window),
-the last two through the backtest. Mean: live <b>{_fmt(means['live'])}</b>, frozen {_fmt(means['frozen'])},
-calendar {_fmt(means['calendar'])}. Live above frozen in every period:
-<b>{'yes' if summary['live_beats_frozen_every_period'] else 'no'}</b>; live mean at least calendar:
-<b>{'yes' if summary['live_mean_at_least_calendar'] else 'no'}</b>.</p>
-<img src="replay.png" alt="monthly ROC AUC" style="max-width:100%">
-<table><tr><th>period</th><th>flights</th><th>live</th><th>frozen</th><th>calendar</th><th>live - frozen</th>
-<th>drift share</th><th>dataset drift days</th><th>trainings started</th></tr>{rows}</table>
-<h2>Trainings of the loop</h2>
-<table><tr><th>version</th><th>started on</th><th>by</th><th>window</th><th>reason</th><th>gate</th><th>promoted</th></tr>
-{trainings}</table>
-<h2>Backtests</h2><ul>{links}</ul>
-<p>Policy: <code>{escape(json.dumps(summary['policy']))}</code>. Generated {escape(summary['generated_at'])}.</p>
-</body></html>
-"""
+    """A self-contained page: the months' table, the chart, every training of the loop, the backtests."""
+    from jobs.reports import render_page
+
+    return render_page("replay.html.j2", summary=summary, sides=SIDES, generated_at=summary["generated_at"])
 
 
 def render_chart(summary: dict[str, Any]) -> bytes:
@@ -291,7 +255,7 @@ def render_chart(summary: dict[str, Any]) -> bytes:
     x = list(range(len(periods)))
     for side, style in zip(SIDES, ("o-", "s--", "^:")):
         axes.plot(x, [float("nan") if r[side] is None else r[side] for r in summary["by_period"]], style,
-                  label=f"{side} (mean {_fmt(summary['mean_roc_auc'][side])})")
+                  label=f"{side} (mean {num(summary['mean_roc_auc'][side])})")
     axes.set_xticks(x, periods, rotation=30)
     axes.set_ylabel("served ROC AUC")
     axes.grid(alpha=0.3)
