@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 # Re-resolve the full dependency set after changing requirements.txt.
 lock: $(STAMP)
-	$(PY) -m pip freeze --all | grep -viE '^(pip|wheel)==' > constraints.txt
+	$(PY) -m pip freeze --all --exclude-editable | grep -viE '^(pip|wheel)==' > constraints.txt
 
 # The demo's state (Airflow home, MLflow, lake) and the replay's, not the venv: the next `make demo` starts afresh.
 reset: stop

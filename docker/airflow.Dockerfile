@@ -8,11 +8,11 @@ ENV PIPELINE_ENV=production \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/pipeline/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-USER root
+USER 0
 # The package's editable install writes its metadata beside it: the folder is the airflow user's.
 RUN install -d -o airflow -g root /opt/pipeline
 COPY --chown=airflow:root requirements.txt constraints.txt /opt/pipeline/
-USER airflow
+USER 50000
 # Same pins as the laptop: the provider versions here are the ones the tests ran.
 RUN pip install --no-cache-dir -c /opt/pipeline/constraints.txt \
       apache-airflow==3.3.2 \

@@ -30,6 +30,6 @@ COPY config ./config
 COPY jobs ./jobs
 # The pipeline package, editable in place (it reads config/ beside it); its dependencies are the pins above.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .
-USER pipeline
+USER 50000
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-m", "jobs.train", "--help"]

