@@ -35,8 +35,6 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIRST, FIRST_MODEL_DAYS = dt.date(2013, 1, 1), 12
 # The first model is trained on twelve days: the holdout and validation windows shrink with them.
-SMALL_DATA = {"PIPELINE__TRAINING__HOLDOUT_DAYS": "3", "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
-              "PIPELINE__GATE__AUC_FLOOR": "0.55", "PIPELINE__GATE__SLICE_MIN_ROWS": "300"}
 
 
 def day_steps(day: dt.date) -> list[tuple[str, list[str]]]:
@@ -95,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=3, help="days timed each way (default 3)")
     parser.add_argument("--home", type=Path, default=REPO_ROOT / ".bench" / "cycle")
     args = parser.parse_args(argv)
-    os.environ.update(SMALL_DATA)
+    from scripts.replay import SHORT_WINDOW_ENV
+
+    os.environ.update(SHORT_WINDOW_ENV)
 
     from scripts.replay import Replay, ReplayState, replay_config, start_stack
 

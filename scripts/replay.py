@@ -58,6 +58,10 @@ TERMINAL = ("success", "failed")
 # replay (the schedules' clock), the sensors' waits are seconds, not hours, and one ingest run
 # waits ahead (the clock delivers one day at a time).
 POKE_INTERVAL_S, SENSOR_TIMEOUT_S = 1, 900
+# The settings a window of a few weeks needs (the tests and benchmarks of the loop): a 3-day holdout
+# and 2 validation days, and a gate whose floor and slice sizes fit a model trained on under two weeks.
+SHORT_WINDOW_ENV = {"PIPELINE__TRAINING__HOLDOUT_DAYS": "3", "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
+                    "PIPELINE__GATE__AUC_FLOOR": "0.55", "PIPELINE__GATE__SLICE_MIN_ROWS": "300"}
 
 
 class ReplayError(RuntimeError):

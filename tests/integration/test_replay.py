@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 
 from jobs.lake import Lake, landing_key
 from jobs.publish import feed_frame
-from scripts.replay import Replay, ReplayState, replay_env
+from scripts.replay import SHORT_WINDOW_ENV, Replay, ReplayState, replay_env
 from tests.integration.stack import IntegrationStack
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,8 @@ pytestmark = pytest.mark.integration
 FIRST, FIRST_MODEL_DAYS, LAST = dt.date(2013, 1, 1), 12, dt.date(2013, 1, 20)
 SUMMER = [dt.date(2013, 1, 17) + dt.timedelta(days=i) for i in range(4)]
 POLICY = {
+    **SHORT_WINDOW_ENV,
     "PIPELINE__TRAINING__FAMILY": "sklearn_hgb",
-    "PIPELINE__TRAINING__HOLDOUT_DAYS": "3",
-    "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
-    "PIPELINE__GATE__AUC_FLOOR": "0.55",
-    "PIPELINE__GATE__SLICE_MIN_ROWS": "300",
     "PIPELINE__RETRAINING__DRIFT_DAYS": "2",
     "PIPELINE__RETRAINING__COOLDOWN_DAYS": "6",
     # Twelve days of training make a weak model: its served AUC is not what this test is about.

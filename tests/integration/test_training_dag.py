@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from jobs.evaluate import model_card_key
 from jobs.features import compute_features
 from jobs.settings import load_settings
+from scripts.replay import SHORT_WINDOW_ENV
 from tests.integration.airflow_test import AirflowRunner
 from tests.integration.stack import mlflow_server, postgres_database, postgres_skip_reason
 from tests.realdata import write_raw_days
@@ -34,12 +35,6 @@ pytestmark = pytest.mark.integration
 
 FIRST, DAYS = dt.date(2013, 1, 1), 12
 MODEL = "flight_delay"
-SMALL_DATA = {
-    "PIPELINE__TRAINING__HOLDOUT_DAYS": "3",
-    "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
-    "PIPELINE__GATE__AUC_FLOOR": "0.55",
-    "PIPELINE__GATE__SLICE_MIN_ROWS": "300",
-}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def _runner(home, lake_root, tracking_uri) -> AirflowRunner:
     import shutil
 
     runner = AirflowRunner(home, f"sqlite:///{home}/airflow.db", MLFLOW_TRACKING_URI=tracking_uri,
-                           PIPELINE__AIRFLOW__RETRIES="0", **SMALL_DATA)
+                           PIPELINE__AIRFLOW__RETRIES="0", **SHORT_WINDOW_ENV)
     shutil.copytree(lake_root, runner.lake_root)
     return runner
 
