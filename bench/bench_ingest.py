@@ -66,7 +66,7 @@ def main() -> None:
 
     from jobs.ingest import ingest_feed
     from jobs.lake import Lake, landing_key
-    from jobs.publish import publish
+    from jobs.upstream.publish import publish
     from jobs.settings import get_settings
 
     settings = get_settings()

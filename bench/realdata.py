@@ -11,7 +11,7 @@ def raw_frames(first: dt.date, last: dt.date) -> dict[str, pd.DataFrame]:
     """Raw-zone frames of every feed for flight dates first..last, and the planes table."""
     from jobs.features import read_planes
     from jobs.feeds import COLUMNS, SOURCE_TABLE
-    from jobs.publish import source_table
+    from jobs.upstream.publish import source_table
     from jobs.validation import CSV_OPTIONS, FLIGHT_DATE, to_raw_dtypes
 
     frames = {}

@@ -27,7 +27,7 @@ from airflow.sdk import DAG, Param, task
 
 from common.config import default_args, settings, start_date
 from common.steps import pipeline_step
-from jobs.corrupt import KINDS
+from jobs.upstream.corrupt import KINDS
 from jobs.feeds import FEEDS_ORDER
 
 DAG_ID = "replay_publisher"

@@ -14,7 +14,7 @@ def raw_frame(feed: str, first, last=None):
 
     import pandas as pd
 
-    from jobs.publish import feed_frame
+    from jobs.upstream.publish import feed_frame
     from jobs.validation import CSV_OPTIONS, to_raw_dtypes
 
     last = last or first
@@ -33,7 +33,7 @@ def write_raw_days(lake, first, days: int) -> None:
     import datetime as dt
 
     from jobs.lake import raw_key
-    from jobs.publish import publish
+    from jobs.upstream.publish import publish
 
     publish(lake, first, feeds=())  # reference tables only
     for offset in range(days):

@@ -16,7 +16,7 @@ import pytest
 from jobs.features import features_key
 from jobs.ingest import ingest_feed
 from jobs.lake import raw_key
-from jobs.publish import publish
+from jobs.upstream.publish import publish
 from jobs.settings import load_settings
 from tests.integration.airflow_test import AirflowRunner
 

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.ingest import ingest_feed
 from jobs.lake import landing_key, quarantine_key, raw_key
-from jobs.publish import publish
+from jobs.upstream.publish import publish
 from jobs.settings import load_settings
 from tests.integration.airflow_test import AirflowRunner
 from tests.integration.stack import postgres_database, postgres_skip_reason

@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 
 from jobs.lake import Lake, landing_key
-from jobs.publish import feed_frame
+from jobs.upstream.publish import feed_frame
 from scripts.replay import SHORT_WINDOW_ENV, Replay, ReplayState, replay_env
 from tests.integration.stack import IntegrationStack
 

@@ -11,10 +11,10 @@ import io
 import pandas as pd
 import pytest
 
-from jobs import corrupt
+from jobs.upstream import corrupt
 from jobs.ingest import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, IngestInputError, ingest_feed, main
 from jobs.lake import Lake, landing_key, quarantine_key, raw_key, report_key
-from jobs.publish import feed_frame, publish
+from jobs.upstream.publish import feed_frame, publish
 from jobs.results import parse_results
 from jobs.settings import load_settings
 

@@ -10,10 +10,10 @@ import sys
 import pandas as pd
 import pytest
 
-from jobs import corrupt as corruption
+from jobs.upstream import corrupt as corruption
 from jobs.feeds import COLUMNS, FEEDS_ORDER, FLIGHT_KEY, KEYS, REFERENCE_TABLES
 from jobs.lake import Lake, landing_key, reference_key
-from jobs.publish import feed_frame, main, publish, source_table
+from jobs.upstream.publish import feed_frame, main, publish, source_table
 from jobs.settings import REPO_ROOT
 
 JAN_1, JAN_2 = dt.date(2013, 1, 1), dt.date(2013, 1, 2)

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.features import compute_features, load_feature_schema
 from jobs.lake import Lake, raw_key
-from jobs.publish import publish
+from jobs.upstream.publish import publish
 from jobs.settings import load_settings
 from jobs.training_set import (
     LABEL, TrainingSetError, Windows, build_training_set, read_training_set, training_set_key,

@@ -12,9 +12,9 @@ from functools import lru_cache
 import pandas as pd
 import pytest
 
-from jobs import corrupt
+from jobs.upstream import corrupt
 from jobs.feeds import COLUMNS
-from jobs.publish import feed_frame, source_table
+from jobs.upstream.publish import feed_frame, source_table
 from jobs.settings import load_settings
 from jobs.validation import (
     DERIVED,
