@@ -3,7 +3,7 @@
 Prints, from one run on this machine (timings are noisy: the ratios, measured side by
 side in the same run, are what we report):
 - `jobs.features.build_features` (Spark, local[2], 4 shuffle partitions, one in-process
-  session, warmed up untimed first) against `jobs.features_reference` (pandas) on the same
+  session, warmed up untimed first) against `tests.oracles.features_reference` (pandas) on the same
   input frames of real days: January 2013, the whole year, and a 10x synthetic scale-up
   (every scheduled flight and outcome copied with distinct flight and tail numbers, so
   keys stay unique and each copied tail has its original's history; carrier, origin and
@@ -73,7 +73,7 @@ REFERENCE_BYTES_PER_FLIGHT = 3_400  # measured: 10.7 GiB peak for the 3.37M flig
 # Input frames ----------------------------------------------------------------------------
 def feature_inputs(raw: dict[str, pd.DataFrame], first: dt.date, last: dt.date) -> dict[str, pd.DataFrame]:
     """What the features of first..last read: their schedules and weather, the outcomes before `last`."""
-    from jobs.features import HISTORY_WINDOWS, INPUT_COLUMNS
+    from jobs.features.transforms import HISTORY_WINDOWS, INPUT_COLUMNS
 
     def between(frame: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
         dates = frame["flight_date"]
@@ -167,7 +167,7 @@ class Comparison:
 
 
 def spark_build(spark, inputs: dict[str, pd.DataFrame], params, schema) -> None:
-    """pandas -> Arrow -> Spark as the job hands its inputs over (packed: jobs.features.packed_frame),
+    """pandas -> Arrow -> Spark as the job hands its inputs over (packed: jobs.features.inputs.packed_frame),
     build_features, every column computed into Spark's noop sink.
 
     Not collected to the driver: at 10x the year the features are 1.2 GB of Arrow, over
@@ -175,7 +175,8 @@ def spark_build(spark, inputs: dict[str, pd.DataFrame], params, schema) -> None:
     """
     import pyarrow as pa
 
-    from jobs.features import build_features, packed_frame, planes_spark_schema, raw_spark_schema
+    from jobs.features.inputs import packed_frame, planes_spark_schema, raw_spark_schema
+    from jobs.features.transforms import build_features
 
     schemas = {"schedule": raw_spark_schema("schedule"), "weather": raw_spark_schema("weather"),
                "outcomes": raw_spark_schema("flights"), "planes": planes_spark_schema()}
@@ -188,7 +189,7 @@ def spark_build(spark, inputs: dict[str, pd.DataFrame], params, schema) -> None:
 
 
 def reference_build(inputs: dict[str, pd.DataFrame], params) -> int:
-    from jobs.features_reference import reference_features
+    from tests.oracles.features_reference import reference_features
 
     return len(reference_features(
         inputs["schedule"], inputs["weather"], inputs["outcomes"], inputs["planes"],
@@ -241,7 +242,7 @@ def compare(label: str, spark, inputs: dict[str, pd.DataFrame], params, schema, 
 # The backfill designs --------------------------------------------------------------------
 def prepare_lake(root: str, raw: dict[str, pd.DataFrame], first: dt.date, last: dt.date) -> None:
     """Raw partitions of first..last (schedule, weather) and of the outcomes they read, plus planes.csv."""
-    from jobs.features import HISTORY_WINDOWS
+    from jobs.features.transforms import HISTORY_WINDOWS
     from jobs.lake import Lake, raw_key, reference_key
     from jobs.publish import source_table
 
@@ -406,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.scale, args.scale_last, args.days = 2, dt.date(2013, 1, 31), min(args.days, 3)
 
-    from jobs.features import FeatureParams, load_feature_schema
+    from jobs.features.params import FeatureParams
+    from jobs.features.schema import load_feature_schema
     from jobs.settings import get_settings
     from jobs.spark import spark_session
 

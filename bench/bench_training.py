@@ -15,7 +15,7 @@ Prints, from one run on this machine:
     1 - auc)), the leakage guard's sanity check (about 0.64 expected; a leaked dep_delay
     scores 0.87).
 
-Features are the pre-departure features of jobs/features_reference.py (the pandas twin of
+Features are the pre-departure features of tests/oracles/features_reference.py (the pandas twin of
 the Spark job) on the replayed raw frames, labels `arr_delay >= 15` from the outcomes,
 cancelled/diverted flights (no arr_delay) dropped. Building a year takes a minute or two;
 it is cached under `--cache` (default: the system temp directory), keyed by the dates and
@@ -41,20 +41,20 @@ import pandas as pd
 
 from bench.realdata import raw_frames
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_POINTS = "reference points: HGB 0.730, logistic regression 0.709, plain embedding MLP 0.714-0.717"
 
 
 # Data --------------------------------------------------------------------------------------
 def labelled_features(first: dt.date, last: dt.date, cache: Path) -> pd.DataFrame:
     """Feature rows of flights first..last with `arr_delay` and `is_delayed`; cancelled flights dropped."""
-    from jobs.features import FeatureParams
-    from jobs.features_reference import SCHEMA_FILE, reference_features
+    from jobs.features.params import FeatureParams
+    from tests.oracles import features_reference
+    from tests.oracles.features_reference import SCHEMA_FILE, reference_features
     from jobs.feeds import FLIGHT_KEY
     from jobs.settings import load_settings
 
     digest = hashlib.sha256(SCHEMA_FILE.read_bytes()
-                            + (REPO_ROOT / "jobs" / "features_reference.py").read_bytes()).hexdigest()[:12]
+                            + Path(features_reference.__file__).read_bytes()).hexdigest()[:12]
     path = cache / f"features_{first}_{last}_{digest}.parquet"
     if not path.exists():
         t = time.perf_counter()
@@ -70,7 +70,7 @@ def labelled_features(first: dt.date, last: dt.date, cache: Path) -> pd.DataFram
         cache.mkdir(parents=True, exist_ok=True)
         labelled.to_parquet(path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
-        print(f"built features of {first}..{last} with jobs.features_reference in {time.perf_counter() - t:.0f} s "
+        print(f"built features of {first}..{last} with tests.oracles.features_reference in {time.perf_counter() - t:.0f} s "
               f"(cached: {path})")
     frame = pd.read_parquet(path)
     frame["flight_date"] = pd.to_datetime(frame["flight_date"]).dt.date

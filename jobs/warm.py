@@ -211,10 +211,14 @@ def _receive(conn: Connection) -> dict[str, Any]:
 
 
 def step_names() -> list[str]:
-    """The jobs modules that may run as steps, by file name (this module excepted); not imported."""
+    """The jobs modules that may run as steps, by file name (this module excepted); not imported.
+
+    A subpackage counts when it has a `__main__` module (jobs/features/): that is what `-m` runs.
+    """
     import jobs
 
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.ispkg and m.name != "warm")
+    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if m.name != "warm"
+                  and (not m.ispkg or (Path(m.module_finder.path) / m.name / "__main__.py").is_file()))
 
 
 def check_step(step: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,19 @@ from jobs.results import EXIT_REJECTED, EXIT_SKIPPED
 
 # Steps that run as Spark applications with the kubernetes runner; every other step runs in a pod.
 SPARK_STEPS = frozenset({"features", "training_set", "score"})
+
+
+def step_main_file(step: str) -> str:
+    """The file that `python -m jobs.<step>` runs, relative to the folder holding `jobs`: what Spark's driver runs.
+
+    Spark's PythonRunner runs a file, not a module: a step that is a package (jobs/features/)
+    runs as its `__main__.py`, a plain module (jobs/score.py) as itself. Found the way `-m`
+    finds it, without importing the step.
+    """
+    spec = importlib.util.find_spec(f"jobs.{step}")
+    if spec is None:
+        raise ValueError(f"no step module jobs.{step}")
+    return f"jobs/{step}/__main__.py" if spec.submodule_search_locations is not None else f"jobs/{step}.py"
 
 
 def spark_application_kwargs(step: str, task_id: str) -> dict[str, Any]:
@@ -108,6 +122,11 @@ class SparkStepOperator(StepResultsMixin, SparkKubernetesOperator):
         self.application = application
         self.arguments = arguments  # a list, or an XComArg resolved when the task renders
         self.asset_events = asset_events
+
+    @property
+    def main_file(self) -> str:
+        """The step's main file under the jobs image's working directory (the template's mainApplicationFile)."""
+        return step_main_file(self.step)
 
     def step_arguments(self) -> list[str]:
         """The step's CLI arguments, as rendered."""

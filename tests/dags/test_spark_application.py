@@ -49,6 +49,9 @@ SENTINELS = {
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 SPARK_SIZE = re.compile(r"^[0-9]+[kmgt]$")
+# The file Spark's driver runs for each kind of step: a package step's __main__.py, a module step's own file.
+STEP_MAIN_FILES = {"features": "jobs/features/__main__.py", "score": "jobs/score.py"}
+IMAGE_WORKDIR = "local:///opt/pipeline/"
 
 
 @pytest.fixture
@@ -66,7 +69,7 @@ def build_dag(monkeypatch):
     for name, value in SENTINELS.items():
         monkeypatch.setenv(name, value)
 
-    def build(xcom_arguments: bool = False, **environ: str) -> Any:
+    def build(xcom_arguments: bool = False, step: str = "features", **environ: str) -> Any:
         from airflow.sdk import DAG, CronTriggerTimetable, task
 
         from common.config import start_date
@@ -85,8 +88,8 @@ def build_dag(monkeypatch):
                 arguments: Any = plan()
             else:
                 arguments = ARGUMENTS
-            SparkStepOperator(task_id=TASK_ID, step="features", arguments=arguments,
-                              **spark_application_kwargs("features", TASK_ID))
+            SparkStepOperator(task_id=TASK_ID, step=step, arguments=arguments,
+                              **spark_application_kwargs(step, TASK_ID))
         return dag
 
     return build
@@ -176,6 +179,12 @@ def application(dag, runtime_ti) -> dict[str, Any]:
     return submit(dag, runtime_ti)[1]
 
 
+@pytest.fixture(params=sorted(STEP_MAIN_FILES))
+def step_application(request, build_dag, runtime_ti) -> tuple[str, dict[str, Any]]:
+    """(step, the SparkApplication sent for it), for a package step and a module step."""
+    return request.param, submit(build_dag(step=request.param), runtime_ti)[1]
+
+
 def env_of(application: dict[str, Any], role: str) -> dict[str, dict[str, Any]]:
     entries = application["spec"][role]["env"]
     names = [entry["name"] for entry in entries]
@@ -229,27 +238,34 @@ def test_image_is_the_pinned_jobs_image(application, settings):
     assert "image" not in application["spec"]["driver"] and "image" not in application["spec"]["executor"]
 
 
-def test_driver_runs_the_step_cli(application):
+def test_driver_runs_the_step_cli(step_application):
+    step, application = step_application
     spec = application["spec"]
-    assert spec["mainApplicationFile"] == "local:///opt/pipeline/jobs/features.py"
+    assert spec["mainApplicationFile"] == IMAGE_WORKDIR + STEP_MAIN_FILES[step]
     assert spec["arguments"] == RENDERED_ARGUMENTS
     # local:// is a path in the image: docker/jobs.Dockerfile puts the package there.
     dockerfile = (REPO_ROOT / "docker" / "jobs.Dockerfile").read_text()
     assert re.search(r"^WORKDIR /opt/pipeline$", dockerfile, flags=re.MULTILINE)
     assert re.search(r"^COPY jobs \./jobs$", dockerfile, flags=re.MULTILINE)
     assert re.search(r"^RUN pip install .*--no-deps .*-e \.$", dockerfile, flags=re.MULTILINE)  # jobs is installed
-    assert (REPO_ROOT / "jobs" / "features.py").is_file()
+    assert (REPO_ROOT / STEP_MAIN_FILES[step]).is_file()
 
 
-def test_step_file_runs_as_the_step_module(tmp_path):
-    """Spark runs `python jobs/features.py ARGS`; with the pods' environment that is `python -m jobs.features ARGS`."""
+def test_step_file_runs_as_the_step_module(step_application, tmp_path):
+    """Spark runs `python <mainApplicationFile> ARGS`; with the pods' environment that is `python -m jobs.<step> ARGS`.
+
+    For a module step (jobs/score.py) and a package step (jobs/features/__main__.py) alike.
+    """
+    step, application = step_application
+    main_file = application["spec"]["mainApplicationFile"]
+    assert main_file.startswith(IMAGE_WORKDIR)
     dockerfile = (REPO_ROOT / "docker" / "jobs.Dockerfile").read_text()
     (major, minor) = map(int, re.search(r"^FROM python:(\d+)\.(\d+)", dockerfile, flags=re.MULTILINE).groups())
     assert (major, minor) >= (3, 11), "PYTHONSAFEPATH needs Python 3.11"
     environ = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONSAFEPATH": "1"}
-    as_file = subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "features.py"), "--help"], cwd=tmp_path,
-                             env=environ, capture_output=True, text=True, timeout=120)
-    as_module = subprocess.run([sys.executable, "-m", "jobs.features", "--help"], cwd=tmp_path,
+    as_file = subprocess.run([sys.executable, str(REPO_ROOT / main_file.removeprefix(IMAGE_WORKDIR)), "--help"],
+                             cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+    as_module = subprocess.run([sys.executable, "-m", f"jobs.{step}", "--help"], cwd=tmp_path,
                                env=environ, capture_output=True, text=True, timeout=120)
     assert as_file.returncode == 0, as_file.stderr
     assert as_file.stdout == as_module.stdout and "--ds" in as_file.stdout

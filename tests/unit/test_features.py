@@ -12,16 +12,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs import features_reference
-from jobs.features import (
-    PLANES_SCHEMA_DDL, FeatureColumn, FeatureParams, FeatureSchemaError, build_features, compute_features, lake_results,
-    features_key, history_features, load_feature_schema, main, packed_frame, plane_features, raw_spark_schema,
-    read_planes, schedule_features, us_federal_holidays, weather_features, write_features,
+from jobs.features.cli import compute_features, lake_results, main
+from jobs.features.inputs import PLANES_SCHEMA_DDL, packed_frame, raw_spark_schema, read_planes
+from jobs.features.output import features_key, write_features
+from jobs.features.params import FeatureParams, us_federal_holidays
+from jobs.features.schema import FeatureColumn, FeatureSchemaError, load_feature_schema
+from jobs.features.transforms import (
+    build_features, history_features, plane_features, schedule_features, weather_features,
 )
 from jobs.lake import MANIFEST, Lake, raw_key
 from jobs.publish import publish
 from jobs.results import EXIT_OK, EXIT_USAGE, parse_results
 from jobs.settings import load_settings
+from tests.oracles import features_reference
 
 UTC = dt.timezone.utc
 D = dt.date(2013, 7, 3)
@@ -256,13 +259,42 @@ def test_a_bad_schema_file_fails_naming_it(tmp_path):
         load_feature_schema(bad)
 
 
+def test_code_version_covers_every_module_of_the_package(tmp_path, monkeypatch):
+    """Editing any module of jobs/features/ changes the code version (and so every fingerprint); the path does not."""
+    import shutil
+
+    from jobs.features import output
+
+    def version() -> str:
+        output.code_version.cache_clear()
+        return output.code_version()["code_version"]
+
+    shipped = version()
+    copy = tmp_path / "features"
+    shutil.copytree(output.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    modules = sorted(copy.glob("*.py"))
+    assert {"__init__.py", "__main__.py", "cli.py", "output.py", "transforms.py"} <= {m.name for m in modules}
+    monkeypatch.setattr(output, "PACKAGE_DIR", copy)
+    try:
+        assert version() == shipped  # the same files elsewhere: the same version
+        for module in modules:
+            source = module.read_bytes()
+            module.write_bytes(source + b"\n# an edit\n")
+            assert version() != shipped, f"{module.name} is not in the code version"
+            module.write_bytes(source)
+        (copy / "extra.py").write_text("")
+        assert version() != shipped, "a module added is not in the code version"
+    finally:
+        output.code_version.cache_clear()
+
+
 # Input ----------------------------------------------------------------------------------------------
 def test_a_packed_frame_gives_back_every_row_with_its_types(spark, raw_frames, monkeypatch):
     import pyarrow as pa
 
-    from jobs import features as features_module
+    from jobs.features import inputs
 
-    monkeypatch.setattr(features_module, "PACKED_ROWS", 100)  # several packed rows, the last one short
+    monkeypatch.setattr(inputs, "PACKED_ROWS", 100)  # several packed rows, the last one short
     schema = raw_spark_schema("schedule")
     table = pa.Table.from_pandas(raw_frames("schedule", D)[schema.fieldNames()], preserve_index=False)
     assert table.num_rows > 250 and table["tailnum"].null_count > 0
@@ -407,12 +439,12 @@ def test_a_missing_schedule_exits_2_naming_the_partition(tmp_path, monkeypatch, 
 
 
 def test_a_long_range_runs_in_passes_with_the_same_features(spark, raw_lake, monkeypatch):
-    from jobs import features as features_module
+    from jobs.features import cli
 
     settings = load_settings("local")
     one_pass = compute_features(raw_lake, FIRST, 3, settings=settings, spark=spark, force=True)
     frames = {r.ds: raw_lake.read_partition(features_key(r.ds)) for r in one_pass}
-    monkeypatch.setattr(features_module, "RANGE_PASS_DAYS", 1)
+    monkeypatch.setattr(cli, "RANGE_PASS_DAYS", 1)
     passes = compute_features(raw_lake, FIRST, 3, settings=settings, spark=spark, force=True)
     assert [(r.ds, r.fingerprint, r.rows) for r in passes] == [(r.ds, r.fingerprint, r.rows) for r in one_pass]
     for ds, frame in frames.items():

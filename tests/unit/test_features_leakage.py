@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.features import HISTORY_KEYS, HISTORY_WINDOWS, compute_features, features_key
+from jobs.features.cli import compute_features
+from jobs.features.output import features_key
+from jobs.features.transforms import HISTORY_KEYS, HISTORY_WINDOWS
 from jobs.ingest import ingest_feed, load_references
 from jobs.lake import MANIFEST, Lake, raw_key
 from jobs.publish import publish

@@ -1,4 +1,4 @@
-"""Parity: the Spark features equal an independent pandas implementation (jobs/features_reference.py).
+"""Parity: the Spark features equal an independent pandas implementation (tests/oracles/features_reference.py).
 
 On one real month, January 2013: all 31 days in one Spark pass (the range mode a backfill
 uses), so the first days (no history, then partial windows) and the full windows are both
@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.features import (
-    INPUT_COLUMNS, PLANES_SCHEMA_DDL, FeatureParams, build_features, load_feature_schema, raw_spark_schema,
-    read_planes,
-)
-from jobs.features_reference import SORT, reference_features
+from jobs.features.inputs import PLANES_SCHEMA_DDL, raw_spark_schema, read_planes
+from jobs.features.params import FeatureParams
+from jobs.features.schema import load_feature_schema
+from jobs.features.transforms import INPUT_COLUMNS, build_features
 from jobs.publish import source_table
 from jobs.settings import load_settings
+from tests.oracles.features_reference import SORT, reference_features
 
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 31)
 UTC = dt.timezone.utc

@@ -1,8 +1,9 @@
 """An independent pandas implementation of the flight features, for checking the Spark one.
 
-Used by the parity test (tests/unit/test_features_parity.py) and the feature benchmark,
-never by the pipeline. It follows the definitions in jobs/features.py's docstring and
-config/features.yaml, but shares no code with jobs/features.py: the holidays are written
+A test oracle: used by the parity test (tests/unit/test_features_parity.py) and the
+benchmarks, never by the pipeline. It follows the definitions in the docstring of
+jobs/features/ (the package) and config/features.yaml, but shares no code with the
+package, only the label rule (jobs.feeds.DELAYED_MINUTES): the holidays are written
 out by hand, the weather match is `pandas.merge_asof`, and the history is a plain loop
 over flight dates and windows. Two implementations that agree on a real month are the
 evidence that the definitions, not one implementation's accidents, are what is computed.
@@ -26,7 +27,7 @@ import yaml
 
 from jobs.feeds import DELAYED_MINUTES
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "config" / "features.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "features.yaml"  # tests/oracles/ -> the repo root
 
 # US federal holidays of 2013 and 2014 (OPM's published list; none moved to an observed day).
 HOLIDAYS = tuple(dt.date.fromisoformat(d) for d in (
