@@ -1,4 +1,4 @@
-"""Benchmark: training the delay models (jobs/model.py) on a real year.
+"""Benchmark: training the delay models (jobs/model/) on a real year.
 
 Prints, from one run on this machine:
 (a) training throughput of the torch model, samples/s (median over epochs, and over the
@@ -7,7 +7,7 @@ Prints, from one run on this machine:
 (b) quality on the December 2013 holdout of models trained on January-November 2013:
     torch vs the HistGradientBoosting baseline, ROC AUC, PR AUC, log loss, Brier score, best
     epoch/iterations and wall seconds of training; with `month` excluded (the default, see
-    jobs/model.py) and, unless `--no-month-run`, once more with it included. Early stopping
+    jobs/model/preprocessing.py) and, unless `--no-month-run`, once more with it included. Early stopping
     uses the last `--valid-days` days of the window (by time, as the pipeline does); the
     rest trains. Reference points measured before: HGB 0.730, logistic regression 0.709, a
     plain embedding MLP 0.714-0.717;
@@ -16,7 +16,7 @@ Prints, from one run on this machine:
     scores 0.87).
 
 Features are the pre-departure features of tests/oracles/features_reference.py (the pandas twin of
-the Spark job) on the replayed raw frames, labels `arr_delay >= 15` from the outcomes,
+the Spark job) on the replayed raw frames, labels by jobs.feeds' rule (LABEL, DELAYED_MINUTES) from the outcomes,
 cancelled/diverted flights (no arr_delay) dropped. Building a year takes a minute or two;
 it is cached under `--cache` (default: the system temp directory), keyed by the dates and
 the hashes of config/features.yaml and the reference implementation.
@@ -40,13 +40,14 @@ import numpy as np
 import pandas as pd
 
 from bench.realdata import raw_frames
+from jobs.feeds import DELAYED_MINUTES, LABEL
 
 REFERENCE_POINTS = "reference points: HGB 0.730, logistic regression 0.709, plain embedding MLP 0.714-0.717"
 
 
 # Data --------------------------------------------------------------------------------------
 def labelled_features(first: dt.date, last: dt.date, cache: Path) -> pd.DataFrame:
-    """Feature rows of flights first..last with `arr_delay` and `is_delayed`; cancelled flights dropped."""
+    """Feature rows of flights first..last with `arr_delay` and the label (LABEL); cancelled flights dropped."""
     from jobs.features.params import FeatureParams
     from tests.oracles import features_reference
     from tests.oracles.features_reference import SCHEMA_FILE, reference_features
@@ -76,7 +77,7 @@ def labelled_features(first: dt.date, last: dt.date, cache: Path) -> pd.DataFram
     frame["flight_date"] = pd.to_datetime(frame["flight_date"]).dt.date
     cancelled = int(frame["arr_delay"].isna().sum())
     frame = frame[frame["arr_delay"].notna()].reset_index(drop=True)
-    frame["is_delayed"] = (frame["arr_delay"] >= 15).astype(np.int64)
+    frame[LABEL] = (frame["arr_delay"] >= DELAYED_MINUTES).astype(np.int64)
     frame.attrs["cancelled"] = cancelled
     return frame
 
@@ -112,11 +113,13 @@ def quality(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def train_pair(parts: dict[str, pd.DataFrame], exclude: tuple[str, ...], torch_config, hgb_config,
                label: str) -> tuple[list[tuple[str, dict[str, float], object]], object]:
-    from jobs.model import FeatureSpec, train_hgb, train_torch
+    from jobs.model.baseline import train_hgb
+    from jobs.model.preprocessing import FeatureSpec
+    from jobs.model.training import train_torch
 
     features = FeatureSpec.from_schema(exclude=exclude)
     train, valid, holdout = parts["train"], parts["valid"], parts["holdout"]
-    y_train, y_valid, y_holdout = (part["is_delayed"].to_numpy() for part in (train, valid, holdout))
+    y_train, y_valid, y_holdout = (part[LABEL].to_numpy() for part in (train, valid, holdout))
     rows = []
     print(f"\n[{label}] training torch on {len(train):,} rows (validation {len(valid):,}) ...", flush=True)
     trained = train_torch(train, y_train, valid, y_valid, features=features, config=torch_config,
@@ -150,7 +153,7 @@ def print_quality(rows, split: Split, holdout_rows: int) -> None:
 def throughput(trained, parts: dict[str, pd.DataFrame], torch_config) -> None:
     import torch
 
-    from jobs.model import train_torch
+    from jobs.model.training import train_torch
 
     per_epoch = [h["samples_per_s"] for h in trained.history]
     cpu = statistics.median(per_epoch)
@@ -162,7 +165,7 @@ def throughput(trained, parts: dict[str, pd.DataFrame], torch_config) -> None:
         return
     features = trained.features
     train, valid = parts["train"], parts["valid"]
-    on_gpu = train_torch(train, train["is_delayed"].to_numpy(), valid, valid["is_delayed"].to_numpy(),
+    on_gpu = train_torch(train, train[LABEL].to_numpy(), valid, valid[LABEL].to_numpy(),
                          features=features, exclude=(),
                          config=replace(torch_config, use_gpu=True, epochs=2, patience=2))
     gpu = statistics.median(h["samples_per_s"] for h in on_gpu.history)
@@ -171,12 +174,13 @@ def throughput(trained, parts: dict[str, pd.DataFrame], torch_config) -> None:
 
 
 def single_feature_table(parts: dict[str, pd.DataFrame], exclude: tuple[str, ...], top: int = 5) -> None:
-    from jobs.model import FeatureSpec, single_feature_aucs
+    from jobs.model.leakage import single_feature_aucs
+    from jobs.model.preprocessing import FeatureSpec
 
     features = FeatureSpec.from_schema(exclude=exclude)
     train = pd.concat([parts["train"], parts["valid"]])
-    aucs = single_feature_aucs(train, train["is_delayed"].to_numpy(), parts["holdout"],
-                               parts["holdout"]["is_delayed"].to_numpy(), features)
+    aucs = single_feature_aucs(train, train[LABEL].to_numpy(), parts["holdout"],
+                               parts["holdout"][LABEL].to_numpy(), features)
     ranked = sorted(aucs.items(), key=lambda kv: -kv[1])
     print(f"\nSingle-feature ROC AUC on the holdout (max(auc, 1-auc); categoricals by their training delay rate), "
           f"top {top} of {len(ranked)}:")
@@ -193,7 +197,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "flight-delay-bench")
     args = parser.parse_args()
 
-    from jobs.model import HgbConfig, TorchConfig
+    from jobs.model.baseline import HgbConfig
+    from jobs.model.network import TorchConfig
 
     if args.quick:
         split = Split(dt.date(2013, 1, 1), dt.date(2013, 2, 28), dt.date(2013, 3, 1), dt.date(2013, 3, 31),
@@ -208,7 +213,7 @@ def main() -> None:
     frame = labelled_features(split.train_first, split.holdout_last, args.cache)
     parts = split.parts(frame)
     print(f"{len(frame):,} flights with an arrival ({frame.attrs['cancelled']:,} cancelled/diverted dropped), "
-          f"delay rate {frame['is_delayed'].mean():.3f}; train {len(parts['train']):,}, valid {len(parts['valid']):,}, "
+          f"delay rate {frame[LABEL].mean():.3f}; train {len(parts['train']):,}, valid {len(parts['valid']):,}, "
           f"holdout {len(parts['holdout']):,} (data ready in {time.perf_counter() - t:.0f} s)")
 
     rows, trained = train_pair(parts, ("month",), torch_config, hgb_config, "month excluded")

@@ -134,9 +134,10 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
 
     import mlflow
 
-    from jobs import model as models
     from jobs.gate import ModelMetrics, decide
     from jobs.lake import Lake
+    from jobs.model.leakage import single_feature_aucs
+    from jobs.model.preprocessing import FeatureSpec
     from jobs.registry import CHAMPION, alias_version, client
     from jobs.settings import get_settings
     from jobs.feeds import LABEL
@@ -172,8 +173,8 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
                                 f"({type(exc).__name__}: {str(exc)[:200]})")
             log.warning(champion_problem)
             entry["error"] = champion_problem
-    features = models.FeatureSpec.from_schema(exclude=settings.training.exclude_features)
-    single = models.single_feature_aucs(train, train[LABEL], holdout, y, features)
+    features = FeatureSpec.from_schema(exclude=settings.training.exclude_features)
+    single = single_feature_aucs(train, train[LABEL], holdout, y, features)
     champion = scored.get("champion", {}).get("metrics")
     decision = decide(ModelMetrics.from_json(scored["candidate"]["metrics"]),
                       ModelMetrics.from_json(champion) if champion else None,

@@ -6,14 +6,14 @@
 
 1. The training set of the windows (jobs.training_set: built by Spark, or reused when the
    same inputs built it before); the last `training.validation_days` of the training window
-   are the early-stopping validation rows (by time: see jobs/model.py).
+   are the early-stopping validation rows (by time: see jobs/model/training.py).
 2. The candidate (`torch_mlp` on CUDA with mixed precision when there is a GPU, else CPU; or
    `sklearn_hgb`) in one MLflow run of the `training.experiment` experiment, and the
    HistGradientBoosting baseline on the same rows in a sibling run. Each run records its
    params, per-epoch curves (train/valid loss, valid AUC, samples/s), the dataset lineage
    (`mlflow.log_input` with the set's manifest), the git commit, the Airflow dag id / run id
    and the reason (free text, filled by monitoring when it triggers a retrain).
-3. The candidate is logged as a pyfunc that carries its preprocessing (jobs/model.py) and
+3. The candidate is logged as a pyfunc that carries its preprocessing (jobs/model/pyfunc.py) and
    registered as a new version of `mlflow.model_name` with alias `challenger`. Whether it
    becomes `champion` is for jobs.evaluate (the gate) and the promote step to decide.
 4. The candidate's run also stores its drift reference (`reference/reference_sample.parquet`,
@@ -203,7 +203,11 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
     """Steps 1-3 of the module docstring; returns the result line's payload."""
     import mlflow
 
-    from jobs import model as models
+    from jobs.model.baseline import HgbConfig, train_hgb
+    from jobs.model.network import TorchConfig
+    from jobs.model.preprocessing import FeatureSpec
+    from jobs.model.pyfunc import log_model
+    from jobs.model.training import train_torch
     from jobs.settings import get_settings
 
     settings = settings or get_settings()
@@ -214,25 +218,25 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
     training_set = build_training_set(lake, request.windows, settings=settings)
     train = read_training_set(lake, training_set.set_id, "train")
     fit, valid = split_validation(train, settings.training.validation_days)
-    features = models.FeatureSpec.from_schema(exclude=settings.training.exclude_features)
+    features = FeatureSpec.from_schema(exclude=settings.training.exclude_features)
     log.info("training set %s: %d fit rows, %d validation rows (%s..), %d features", training_set.set_id, len(fit),
              len(valid), valid["flight_date"].min(), len(features.columns))
 
     mlflow.set_experiment(settings.training.experiment)
     name = settings.mlflow.model_name
-    torch_config = models.TorchConfig(epochs=request.epochs, batch_size=request.batch_size, lr=request.learning_rate,
-                                      seed=request.seed, use_gpu=request.use_gpu)
-    hgb_config = models.HgbConfig(seed=request.seed)
+    torch_config = TorchConfig(epochs=request.epochs, batch_size=request.batch_size, lr=request.learning_rate,
+                               seed=request.seed, use_gpu=request.use_gpu)
+    hgb_config = HgbConfig(seed=request.seed)
 
     with mlflow.start_run(run_name=f"hgb-baseline-{training_set.set_id}",
                           tags=_tags(request, training_set, "baseline")) as baseline_run:
         _log_lineage(lake, training_set, train)
         mlflow.log_params({f"hgb.{k}": v for k, v in hgb_config.to_json().items()})
-        baseline = models.train_hgb(fit, fit[LABEL], valid, valid[LABEL], features=features, config=hgb_config,
-                                    on_epoch=_curve_logger())
+        baseline = train_hgb(fit, fit[LABEL], valid, valid[LABEL], features=features, config=hgb_config,
+                             on_epoch=_curve_logger())
         mlflow.log_metrics({"valid_auc": baseline.valid_auc, "train_seconds": baseline.train_seconds,
                             "samples_per_s": baseline.samples_per_s})
-        models.log_model(baseline, "model", fit.head(20))
+        log_model(baseline, "model", fit.head(20))
 
     with mlflow.start_run(run_name=f"{request.family}-{training_set.set_id}",
                           tags={**_tags(request, training_set, "candidate"),
@@ -242,15 +246,15 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
                            "validation_days": settings.training.validation_days})
         if request.family == "torch_mlp":
             mlflow.log_params({f"torch.{k}": v for k, v in torch_config.to_json().items()})
-            candidate = models.train_torch(fit, fit[LABEL], valid, valid[LABEL], features=features,
-                                           config=torch_config, on_epoch=_curve_logger())
+            candidate = train_torch(fit, fit[LABEL], valid, valid[LABEL], features=features,
+                                    config=torch_config, on_epoch=_curve_logger())
         else:
             mlflow.log_params({f"hgb.{k}": v for k, v in hgb_config.to_json().items()})
             candidate = baseline
         mlflow.log_metrics({"valid_auc": candidate.valid_auc, "train_seconds": candidate.train_seconds,
                             "samples_per_s": candidate.samples_per_s, "best_epoch": candidate.best_epoch})
         mlflow.set_tag("device", candidate.device)
-        info = models.log_model(candidate, "model", fit.head(20))
+        info = log_model(candidate, "model", fit.head(20))
         _log_reference(train, candidate, settings)
         version = mlflow.register_model(info.model_uri, name, tags={"run_id": run.info.run_id,
                                                                     "training_set": training_set.set_id,

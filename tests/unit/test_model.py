@@ -1,4 +1,4 @@
-"""jobs/model.py on small synthetic frames: preprocessing, determinism, learning, the MLflow pyfunc round trip.
+"""jobs/model/ on small synthetic frames: preprocessing, determinism, learning, the MLflow pyfunc round trip.
 
 Synthetic rows with a planted signal (carrier, hour, a boolean flag; temp is noise), a few
 thousand rows and 2-3 epochs of a small network: seconds, not minutes. The pyfunc is logged
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -19,10 +20,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from jobs.model import (
-    FeatureSpec, HgbConfig, MissingFeaturesError, PREDICTION_COLUMN, Preprocessor, TorchConfig, log_model,
-    pip_requirements, single_feature_aucs, train_hgb, train_torch,
-)
+from jobs.model.baseline import HgbConfig, train_hgb
+from jobs.model.leakage import single_feature_aucs
+from jobs.model.network import TorchConfig
+from jobs.model.preprocessing import FeatureSpec, MissingFeaturesError, Preprocessor
+from jobs.model.pyfunc import PREDICTION_COLUMN, SHIPPED_MODULES, FlightDelayPyfunc, log_model, pip_requirements
+from jobs.model.training import train_torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES = FeatureSpec(categorical=("carrier", "origin"), numeric=("hour", "temp", "flag"))
@@ -211,8 +214,9 @@ LOAD_ELSEWHERE = textwrap.dedent("""
         model = mlflow.pyfunc.load_model(uri)
         prediction = model.predict(rows)
         out[family] = {"probability": [float(v) for v in prediction], "name": prediction.name}
-    out["module"] = sys.modules["jobs.model"].__file__
-    if repo_importable:  # the model's copy of jobs/model.py must not shadow the pipeline's package
+    out["module"] = sys.modules["jobs.model.pyfunc"].__file__
+    out["jobs_modules"] = sorted(name for name in sys.modules if name.startswith("jobs."))
+    if repo_importable:  # the model's copy of jobs/model/ must not shadow the pipeline's package
         import jobs.lake
     print(json.dumps(out))
 """)
@@ -239,7 +243,8 @@ def logged(tmp_path_factory, data, torch_model, hgb_model):
 
 @pytest.mark.parametrize("where", ["without-repo", "with-repo"])
 def test_pyfunc_round_trip_in_another_process(where, tmp_path, data, torch_model, hgb_model, logged):
-    """Elsewhere the model's own copy of jobs/model.py is used; beside the pipeline, the pipeline's package."""
+    """Elsewhere the model's own copy of jobs/model/ is used (its shipped modules only); beside the pipeline, the
+    pipeline's package."""
     store, infos = logged
     test, _ = data["test"]
     rows = test.assign(unused_column="ignored")  # extra columns are fine
@@ -259,6 +264,8 @@ def test_pyfunc_round_trip_in_another_process(where, tmp_path, data, torch_model
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["module"].startswith(str(REPO_ROOT)) == (where == "with-repo")
+    if where == "without-repo":  # no trainers, no lake, no Spark: the shipped modules are enough
+        assert out["jobs_modules"] == sorted(["jobs.model", *(f"jobs.model.{m}" for m in SHIPPED_MODULES)])
     for family, trained in (("torch", torch_model), ("hgb", hgb_model)):
         assert out[family]["name"] == PREDICTION_COLUMN
         np.testing.assert_allclose(out[family]["probability"], trained.predict_proba(test), rtol=1e-6, atol=1e-7)
@@ -274,11 +281,18 @@ def test_logged_model_declares_its_inputs_and_pins(logged):
     assert types == {"carrier": "string", "origin": "string", "hour": "double", "temp": "double", "flag": "boolean"}
     model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     requirements = (model_dir / "requirements.txt").read_text()
-    assert (model_dir / "code" / "jobs" / "model.py").is_file()
-    assert not (model_dir / "code" / "jobs" / "__init__.py").exists()
+    shipped = sorted(path.name for path in (model_dir / "code" / "jobs" / "model").iterdir())
+    assert shipped == sorted(f"{module}.py" for module in SHIPPED_MODULES)
+    assert [path.name for path in (model_dir / "code" / "jobs").iterdir()] == ["model"]  # no __init__.py
     assert sorted(requirements.split()) == sorted(pip_requirements())
     assert any(r.startswith("torch==") and "+" not in r for r in pip_requirements())
     assert not any(r.startswith("pytest") for r in requirements.split())
+
+
+def test_models_logged_before_the_package_find_their_class():
+    """A model logged when the code was the single file jobs/model.py pickles its class as jobs.model.FlightDelayPyfunc;
+    beside the pipeline that name must still resolve (to the class that reads the same artifacts)."""
+    assert pickle.loads(b"cjobs.model\nFlightDelayPyfunc\n.") is FlightDelayPyfunc
 
 
 def test_pyfunc_names_missing_columns(data, logged):
