@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobs.spark")
 
+# Defaults the settings may override: Python workers forked from a daemon that has the scoring
+# libraries imported already (jobs/spark_worker.py), instead of importing them per task.
+WORKER_CONF = {"spark.python.daemon.module": "jobs.spark_worker"}
 FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -47,6 +50,7 @@ FIXED_CONF = {
 def session_conf(settings: "SparkSettings") -> dict[str, str]:
     """Every property the session is built with (master excluded)."""
     conf = {
+        **WORKER_CONF,
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.ui.enabled": str(settings.ui_enabled).lower(),

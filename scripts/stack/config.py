@@ -281,7 +281,7 @@ def spark_connect_command(host: str, port: int, driver_memory: str = "2g") -> li
     """
     import pyspark
 
-    from jobs.spark import FIXED_CONF
+    from jobs.spark import FIXED_CONF, WORKER_CONF
 
     script = Path(pyspark.__file__).parent / "sbin" / "start-connect-server.sh"
     conf = {
@@ -289,6 +289,7 @@ def spark_connect_command(host: str, port: int, driver_memory: str = "2g") -> li
         "spark.connect.grpc.binding.port": str(port),
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": "4",
+        **WORKER_CONF,
         **FIXED_CONF,
     }
     # Components are exec'ed by path (see EXEC_WITH_DEFAULT_SIGINT): bash by its full path.
