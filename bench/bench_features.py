@@ -244,7 +244,7 @@ def prepare_lake(root: str, raw: dict[str, pd.DataFrame], first: dt.date, last: 
     """Raw partitions of first..last (schedule, weather) and of the outcomes they read, plus planes.csv."""
     from jobs.features.transforms import HISTORY_WINDOWS
     from jobs.lake import Lake, raw_key, reference_key
-    from jobs.publish import source_table
+    from jobs.upstream.publish import source_table
 
     lake = Lake(root)
     lake.write_bytes(reference_key("planes"), source_table("planes").to_csv(index=False).encode("utf-8"))

@@ -25,7 +25,7 @@ the training rows (January-February 2013, `monitoring.reference_rows` = 20,000 o
 stratified by flight date) with the probabilities of a model trained on them
 (`jobs.model.train_torch`, one member, one epoch: its quality does not matter here),
 written to Parquet and read back as monitor does. The day's features are the real
-pre-departure features of `--day` (default 2013-03-15; jobs/features_reference.py, the
+pre-departure features of `--day` (default 2013-03-15; tests/oracles/features_reference.py, the
 pandas twin of the Spark job, as bench/bench_training.py builds and caches them), conformed
 to the declared schema and read back as `Lake.read_partition` does (Arrow -> pandas); its
 served probabilities are that model's.

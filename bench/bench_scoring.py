@@ -19,7 +19,7 @@ measured side by side in the same run, interleaved, are what we report):
   by row) and agree: max |p_spark - p_pyfunc|;
 - diagnostics of the in-process figure, run first in their own pairs: the pyfunc with torch
   at 1 thread; called per 10,000-row slice (what each Spark worker does with its Arrow
-  batches, without Spark); with jobs/model.py's predict chunk `_PREDICT_BATCH` set to 65,536,
+  batches, without Spark); with jobs/model/network.py's predict chunk `_PREDICT_BATCH` set to 65,536,
   its value until this bench showed it 2-3x slower than 8,192 (monkeypatched: the pyfunc
   runs the pipeline's own jobs.model);
 - CPU seconds of each path (this process, the JVM and the Python workers together): on a
@@ -45,13 +45,13 @@ ceil(rows / `scoring.rows_per_task`) partitions (settings; 1M rows: 2 tasks). On
 coalesce (16 tasks) 14.3 s (0.73); a constant UDF 5.0 s (Spark's own cost); against
 in-process torch at 1 thread (what each worker gets) 1.05. A second run: as jobs/score.py
 0.77, repartition(2) 0.66, 65,536-row batches with the coalesce 0.74. The diagnostics also
-showed jobs/model.py's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
+showed the model's predict chunk of 65,536 rows 2.2x slower than 8,192 (now the chunk).
 PySpark already runs each Python worker with OMP_NUM_THREADS = the task's cores (1 here)
 unless `spark.executorEnv.OMP_NUM_THREADS` is set, so 2 workers do not oversubscribe 2 cores
 (the `thr` column shows torch's threads in the workers); 2 threads per worker made it about
 2x slower.
 
-The rows: real pre-departure features of January-March 2013 (jobs/features_reference.py,
+The rows: real pre-departure features of January-March 2013 (tests/oracles/features_reference.py,
 the parity-tested pandas twin of the Spark job, as bench/bench_training.py builds and caches
 them), conformed to the declared feature schema (config/features.yaml: the Arrow types of a
 features partition) and repeated until `--rows`. The model: `jobs.model.train_torch` (the
@@ -353,9 +353,9 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
           f"({table.nbytes / 2**20:,.0f} MiB of Arrow); in-process torch threads {torch.get_num_threads()}", flush=True)
     loaded.predict(frame.head(2000))  # first call (lazy imports), untimed
 
-    import jobs.model
+    import jobs.model.network
 
-    default_chunk = jobs.model._PREDICT_BATCH
+    default_chunk = jobs.model.network._PREDICT_BATCH
 
     def whole(data: pd.DataFrame) -> np.ndarray:
         return np.asarray(loaded.predict(data), dtype=np.float64).reshape(-1)
@@ -374,7 +374,7 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
 
     @contextlib.contextmanager
     def predict_chunk(n: int):
-        jobs.model._PREDICT_BATCH = n  # the pyfunc runs this very module (the pipeline's jobs package wins)
+        jobs.model.network._PREDICT_BATCH = n  # the pyfunc runs this very module (the pipeline's jobs package wins)
         try:
             yield
         finally:
@@ -387,7 +387,7 @@ def measure_family(spark, family: str, model, table, repeats: int, variant_repea
          lambda: torch_threads(1), whole),
         (Measured(f"in-process, predict per {batch_rows:,}-row slice", [], rows,
                   "one process: the batches a Spark worker gets"), contextlib.nullcontext, per_batch),
-        (Measured("in-process, _PREDICT_BATCH 65,536", [], rows, f"jobs/model.py chunk, now {default_chunk:,}"),
+        (Measured("in-process, _PREDICT_BATCH 65,536", [], rows, f"jobs/model/network.py chunk, now {default_chunk:,}"),
          lambda: predict_chunk(65_536), whole),
     ]
     expected: np.ndarray | None = None

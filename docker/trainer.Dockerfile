@@ -14,7 +14,7 @@ ENV PIPELINE_ENV=production \
     PYTHONUNBUFFERED=1 \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     PYSPARK_PYTHON=/usr/local/bin/python \
-    # Deterministic cuBLAS (jobs/model.py seeds and asks torch for deterministic kernels).
+    # Deterministic cuBLAS (jobs/model/training.py seeds and asks torch for deterministic kernels).
     CUBLAS_WORKSPACE_CONFIG=:4096:8
 
 COPY requirements.txt constraints.txt ./

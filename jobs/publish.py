@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs.upstream.publish import feed_frame, main, publish, source_table  # noqa: F401 - until every importer reads jobs.upstream
+from jobs.upstream.publish import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -264,7 +264,7 @@ class SparkSettings(_Strict):
 
 
 class FeatureSettings(_Strict):
-    """Tunables of the feature step (jobs/features.py); the columns live in `schema_file`."""
+    """Tunables of the feature step (jobs/features/); the columns live in `schema_file`."""
 
     # The declared feature schema (names, Spark types, roles), relative to config/.
     schema_file: str = Field(min_length=1)

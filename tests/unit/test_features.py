@@ -21,7 +21,7 @@ from jobs.features.transforms import (
     build_features, history_features, plane_features, schedule_features, weather_features,
 )
 from jobs.lake import MANIFEST, Lake, raw_key
-from jobs.publish import publish
+from jobs.upstream.publish import publish
 from jobs.results import EXIT_OK, EXIT_USAGE, parse_results
 from jobs.settings import load_settings
 from tests.oracles import features_reference

@@ -22,7 +22,7 @@ from jobs.features.output import features_key
 from jobs.features.transforms import HISTORY_KEYS, HISTORY_WINDOWS
 from jobs.ingest import ingest_feed, load_references
 from jobs.lake import MANIFEST, Lake, raw_key
-from jobs.publish import publish
+from jobs.upstream.publish import publish
 from jobs.settings import load_settings
 
 FIRST = dt.date(2013, 2, 1)

@@ -18,7 +18,7 @@ from jobs.features.inputs import PLANES_SCHEMA_DDL, raw_spark_schema, read_plane
 from jobs.features.params import FeatureParams
 from jobs.features.schema import load_feature_schema
 from jobs.features.transforms import INPUT_COLUMNS, build_features
-from jobs.publish import source_table
+from jobs.upstream.publish import source_table
 from jobs.settings import load_settings
 from tests.oracles.features_reference import SORT, reference_features
 

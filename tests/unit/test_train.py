@@ -20,8 +20,8 @@ WINDOW = ["--start", "2013-01-01", "--end", "2013-02-28", "--holdout-start", "20
       "2013-03-07"], "training window ends (2013-01-01) before it starts (2013-02-01)"),
     (["--start", "2013-01-01", "--end", "2013-03-03", "--holdout-start", "2013-03-01", "--holdout-end",
       "2013-03-07"], "overlaps training"),
-    ([*WINDOW, "--epochs", "0"], "--epochs must be positive"),
-    ([*WINDOW, "--learning-rate", "2"], "--learning-rate must be in (0, 1)"),
+    ([*WINDOW, "--epochs", "0"], "epochs must be positive (got 0)"),
+    ([*WINDOW, "--learning-rate", "2"], "learning_rate must be in (0, 1) (got 2.0)"),
     ([*WINDOW, "--family", "xgboost"], "invalid choice: 'xgboost'"),
 ])
 def test_bad_requests_exit_2_naming_the_problem(args, message, capsys):
