@@ -1,9 +1,12 @@
 """Run every benchmark in bench/ and print their figures (`make bench`)."""
 from __future__ import annotations
 
-from bench import bench_cycle, bench_features, bench_ingest, bench_monitoring, bench_scoring, bench_training
+from bench import (
+    bench_cycle, bench_features, bench_ingest, bench_monitoring, bench_scoring, bench_spark_worker, bench_training,
+)
 
 if __name__ == "__main__":
-    for module in (bench_ingest, bench_features, bench_training, bench_scoring, bench_monitoring, bench_cycle):
+    for module in (bench_ingest, bench_features, bench_training, bench_scoring, bench_spark_worker, bench_monitoring,
+                   bench_cycle):
         print(f"== {module.__name__} ==")
         module.main()
