@@ -39,6 +39,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -406,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds any one wait may take")
     parser.add_argument("--stop", action="store_true", help="stop the replay's stack when done")
     args = parser.parse_args(argv)
+    # Ctrl-C, and SIGINT or SIGTERM from a supervisor, stop the clock (the day in flight runs again on resume); a
+    # replay started in the background (`make replay &`) inherits SIGINT ignored, hence the handlers.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     try:
         check_window(args.start, args.end, args.first_model_days)
         with replay_lock(args.home):
