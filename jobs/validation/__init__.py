@@ -40,7 +40,7 @@ answering (a range check on a text column), or distinct bad rows / rows exceeds
 `ingest.max_bad_row_fraction`; else `passed_with_quarantined_rows` if some rows are bad
 (duplicates keep their first occurrence as good); else `passed`.
 
-Good rows come out with the raw zone's Parquet dtypes (`RAW_DTYPES`, see `contract`); Bad rows keep the values as read plus
+Good rows come out with the raw zone's Parquet dtypes (`RAW_DTYPES`, see `contract`). Bad rows keep the values as read plus
 `source_line` (the header is line 1) and `rejection_reasons` (every failed check, "; "-joined).
 
 Data Docs: given `docs_dir`, GX builds its HTML site for this one validation there (the
