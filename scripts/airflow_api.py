@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity.wait import wait_base
 
 # DagRunState in the OpenAPI document: queued, running, success, failed.
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
@@ -37,9 +39,31 @@ RunKey = tuple[str, str]  # (dag_id, dag_run_id)
 class AirflowAPIError(RuntimeError):
     """A REST call failed; the message carries the method, path, status and Airflow's detail."""
 
-    def __init__(self, message: str, status_code: int | None = None):
+    def __init__(self, message: str, status_code: int | None = None, transient: bool = False):
         super().__init__(message)
         self.status_code = status_code
+        self.transient = transient
+
+
+# The API server answers 500 {"reason": "Database error"} when its metadata database refused a
+# statement, on SQLite mostly "database is locked" while another component writes: worth a retry.
+# Any other 5xx, and every 4xx, is the caller's to see at once.
+RETRY_ATTEMPTS = 4
+RETRY_WAIT: wait_base = wait_exponential(multiplier=1, max=10)  # 1, 2, 4 s
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, AirflowAPIError) and error.transient
+
+
+def _database_error(response: httpx.Response) -> bool:
+    if response.status_code < 500:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("reason") == "Database error"
 
 
 def _iso(value: dt.datetime | dt.date | str | None) -> str | None:
@@ -96,14 +120,29 @@ class AirflowClient:
         return self._token
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call `path` (relative to the server, e.g. /api/v2/dags) and return the decoded JSON."""
-        response = self._send(method, path, **kwargs)
+        """Call `path` (relative to the server, e.g. /api/v2/dags) and return the decoded JSON.
+
+        A database error of the server is retried (RETRY_ATTEMPTS in all, backing off): the
+        statement was rolled back, so the call can be made again, a POST included.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(RETRY_ATTEMPTS),
+            wait=RETRY_WAIT,
+            reraise=True,
+        )
+        return retrying(self._request_once, method, path, **kwargs)
+
+    def _request_once(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **dict(kwargs))
         if response.status_code == 401:  # expired or revoked: one fresh token, one retry
             self.token(refresh=True)
-            response = self._send(method, path, **kwargs)
+            response = self._send(method, path, **dict(kwargs))
         if response.is_error:
             raise AirflowAPIError(
-                f"{method} {path}: HTTP {response.status_code}: {_detail(response)}", response.status_code
+                f"{method} {path}: HTTP {response.status_code}: {_detail(response)}",
+                response.status_code,
+                transient=_database_error(response),
             )
         if not response.content:
             return None

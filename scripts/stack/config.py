@@ -15,6 +15,7 @@ from jobs.warm import WARM_SOCKET_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_MARK = "PIPELINE_STACK_HOME"
+SQLITE_BUSY_TIMEOUT_S = 30
 ADMIN_USER = "admin"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SPARK_CONNECT = "spark-connect"
@@ -132,7 +133,12 @@ class StackConfig:
 
     @property
     def sql_alchemy_conn(self) -> str:
-        return self.airflow_db_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
+        # SQLite lets one writer in at a time; the scheduler, dag processor, triggerer and API
+        # server all write. A writer waits up to SQLITE_BUSY_TIMEOUT_S for the lock (sqlite3's
+        # default, 5 s, is exceeded on a loaded 2-core machine: "database is locked" -> HTTP 500).
+        return self.airflow_db_url or (
+            f"sqlite:///{self.airflow_home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+        )
 
     @property
     def mlflow_backend(self) -> str:
