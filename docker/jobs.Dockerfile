@@ -13,7 +13,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
  && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --uid 50000 --create-home pipeline
+# The user and group that pods run as (runner.pod_security in config/settings.yaml): numeric, fixed.
+RUN groupadd --gid 50000 pipeline \
+ && useradd --uid 50000 --gid 50000 --create-home pipeline
 WORKDIR /opt/pipeline
 ENV PIPELINE_ENV=production \
     PYTHONUNBUFFERED=1 \

@@ -131,6 +131,35 @@ def _cpus(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
+class ScratchVolume(_Strict):
+    """A writable emptyDir of a step's pod (the root filesystem is read-only), and the variable that names it."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    mount_path: str = Field(pattern=r"^/")
+    # A Kubernetes quantity: the pod is evicted past it, so a runaway step cannot fill the node.
+    size_limit: str = Field(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+    # Set to mount_path in the step's environment (HOME, TMPDIR), so programs write there.
+    env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class PodSecuritySettings(_Strict):
+    """Least privilege of every pod a step runs in: the Kubernetes "restricted" Pod Security Standard."""
+
+    # The images' numeric user and group (USER 50000 in docker/jobs.Dockerfile and trainer.Dockerfile).
+    run_as_user: int = Field(ge=1)
+    run_as_group: int = Field(ge=0)
+    fs_group: int = Field(ge=0)
+    scratch: tuple[ScratchVolume, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct_scratch(self) -> "PodSecuritySettings":
+        for what in ("name", "mount_path", "env"):
+            values = [getattr(volume, what) for volume in self.scratch if getattr(volume, what)]
+            if len(values) != len(set(values)):
+                raise ValueError(f"scratch volumes repeat a {what}: {values}")
+        return self
+
+
 class SparkPodSettings(_Strict):
     """Size of the driver or an executor of a SparkApplication."""
 
@@ -171,6 +200,12 @@ class SparkApplicationSettings(_Strict):
     time_to_live_s: int = Field(gt=0)
     # Extra spark.* properties given to spark-submit.
     conf: SparkConf = {}
+    # The driver's own service account: it creates its executor pods, so it may (deploy/kubernetes/).
+    # Executors run as runner.service_account, which may do nothing, and mount no token.
+    driver_service_account: str = Field(min_length=1)
+    # Spark's scratch (shuffle files, spills, broadcast blocks): an emptyDir that Spark uses as
+    # its local dir because its name starts with spark-local-dir- (Spark sets SPARK_LOCAL_DIRS).
+    local_dir: ScratchVolume
 
 
     @property
@@ -207,6 +242,7 @@ class RunnerSettings(_Strict):
     secret_env: tuple[SecretEnv, ...] = ()
     spark_application: SparkApplicationSettings
     gpu: GpuSettings
+    pod_security: PodSecuritySettings
 
     @field_validator("images")
     @classmethod

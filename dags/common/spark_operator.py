@@ -29,7 +29,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from kubernetes.client import models as k8s
+from kubernetes.client import ApiClient, models as k8s
 
 from airflow.providers.cncf.kubernetes.operators.spark_kubernetes import SparkKubernetesOperator
 from airflow.providers.cncf.kubernetes.utils.container import get_container_termination_message
@@ -38,6 +38,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from common.config import settings, step_env
 from common.operators import AssetEventFn, StepRejected, StepResultsMixin, container_exit_code, raise_for_exit_code
+from common.pod_operator import PodSecurity, pod_security
 from jobs.results import EXIT_REJECTED, EXIT_SKIPPED
 
 # Steps that run as Spark applications with the kubernetes runner; every other step runs in a pod.
@@ -57,6 +58,30 @@ def step_main_file(step: str) -> str:
     return f"jobs/{step}/__main__.py" if spec.submodule_search_locations is not None else f"jobs/{step}.py"
 
 
+# The container Spark runs in each pod, as Spark names it when it reads a pod template.
+POD_TEMPLATE_CONTAINERS = {"driver": "spark-kubernetes-driver", "executor": "spark-kubernetes-executor"}
+
+
+def pod_template(role: str, security: PodSecurity) -> dict[str, Any]:
+    """The pod template of the driver or the executors (the SparkApplication's `template`), as JSON.
+
+    spark-submit starts each pod from it and keeps what it sets: the restricted Pod Security
+    Standard's contexts, the scratch volumes, and whether the service-account token is mounted.
+    Spark takes a mounted volume named spark-local-dir-* as its local dir (and sets
+    SPARK_LOCAL_DIRS to it) instead of making one of its own.
+    Only the driver needs the token (it creates its executors, as runner.spark_application's
+    driver_service_account); executors never talk to the API server.
+    """
+    template = k8s.V1PodTemplateSpec(spec=k8s.V1PodSpec(
+        automount_service_account_token=role == "driver",
+        security_context=security.pod_context,
+        containers=[k8s.V1Container(name=POD_TEMPLATE_CONTAINERS[role], security_context=security.container_context,
+                                    volume_mounts=security.volume_mounts)],
+        volumes=security.volumes,
+    ))
+    return ApiClient().sanitize_for_serialization(template)
+
+
 def spark_application_kwargs(step: str, task_id: str) -> dict[str, Any]:
     """SparkStepOperator arguments for a step, all from settings.
 
@@ -67,6 +92,7 @@ def spark_application_kwargs(step: str, task_id: str) -> dict[str, Any]:
     current = settings()
     runner = current.runner
     spark_app = runner.spark_application
+    security = pod_security(runner.pod_security, spark_app.local_dir)
     labels = {"app.kubernetes.io/part-of": "flight-delay-pipeline", "pipeline-step": step}
     spark_conf = dict(spark_app.conf)
     if current.lake.s3_endpoint_url:  # an S3-compatible store other than AWS
@@ -76,14 +102,17 @@ def spark_application_kwargs(step: str, task_id: str) -> dict[str, Any]:
         "namespace": runner.namespace,
         "image": runner.images[spark_app.image],
         "image_pull_policy": runner.image_pull_policy,
-        "service_account": runner.service_account,
+        "driver_service_account": spark_app.driver_service_account,
+        "executor_service_account": runner.service_account,
+        "driver_template": pod_template("driver", security),
+        "executor_template": pod_template("executor", security),
         "spark_version": spark_app.spark_version,
         "driver": spark_app.driver.model_dump(),
         "executor": spark_app.executor.model_dump(),
         "time_to_live_s": spark_app.time_to_live_s,
         "spark_conf": spark_conf,
         "labels": labels,
-        "env": step_env(),  # the same as a step's pod
+        "env": {**step_env(), **security.env},  # the same as a step's pod
         "secret_env": [ref.model_dump() for ref in runner.secret_env],
     }
     return {

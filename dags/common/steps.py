@@ -31,10 +31,13 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
 
     from airflow.providers.cncf.kubernetes.secret import Secret
 
+    from common.pod_operator import pod_security
+
     runner = settings().runner
     profile = STEP_PROFILE.get(step, "jobs")
     resources = runner.resources.get(profile)
-    env = step_env()
+    security = pod_security(runner.pod_security)
+    env = {**step_env(), **security.env}
     requests = dict(resources.requests) if resources else {}
     limits = dict(resources.limits) if resources else {}
     gpu: dict[str, Any] = {}
@@ -51,6 +54,16 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
         "image": runner.images[profile],
         "image_pull_policy": runner.image_pull_policy,
         "service_account_name": runner.service_account,
+        # Least privilege (runner.pod_security): a step never talks to the Kubernetes API, so
+        # its pod mounts no token; the restricted Pod Security Standard's contexts, for the
+        # step's container and KubernetesPodOperator's XCom sidecar alike; a read-only root
+        # filesystem with emptyDir scratch (and the operator's own /airflow/xcom volume).
+        "automount_service_account_token": False,
+        "security_context": security.pod_context,
+        "container_security_context": security.container_context,
+        "xcom_sidecar_container_security_context": security.container_context,
+        "volumes": security.volumes,
+        "volume_mounts": security.volume_mounts,
         "env_vars": [k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         "secrets": [Secret("env", ref.env, ref.secret, ref.key) for ref in runner.secret_env],
         "container_resources": k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),

@@ -367,3 +367,45 @@ def test_non_gpu_steps_do_not_ask_for_a_gpu(dag, runtime_ti, settings):
     _, _, manifest = render_pod(dag, runtime_ti, "schedule")
     assert settings.runner.gpu.resource not in (base_container(manifest)["resources"].get("limits") or {})
     assert not manifest["spec"].get("tolerations") and not manifest["spec"].get("nodeSelector")
+
+
+# Least privilege: the restricted Pod Security Standard, no token, read-only root with scratch --------
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_pod_runs_least_privileged(dag, runtime_ti, settings, feed):
+    _, _, manifest = render_pod(dag, runtime_ti, feed)
+    security = settings.runner.pod_security
+    spec = manifest["spec"]
+    assert spec["automountServiceAccountToken"] is False, "a step never calls the Kubernetes API"
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
+        "fsGroup": security.fs_group, "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in spec["containers"]:  # the step's and the XCom sidecar
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True, "runAsNonRoot": True}, container["name"]
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_pod_writes_only_to_its_scratch_volumes(dag, runtime_ti, settings, feed):
+    _, _, manifest = render_pod(dag, runtime_ti, feed)
+    container = base_container(manifest)
+    volumes = {volume["name"]: volume for volume in manifest["spec"]["volumes"]}
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    scratch = settings.runner.pod_security.scratch
+    assert {v.mount_path for v in scratch} >= {"/tmp", "/home/pipeline"}
+    for volume in scratch:
+        assert volumes[volume.name] == {"name": volume.name, "emptyDir": {"sizeLimit": volume.size_limit}}
+        assert mounts[volume.name] == volume.mount_path
+    assert env["HOME"] == "/home/pipeline" and env["TMPDIR"] == "/tmp"
+    # Besides scratch, only the operator's XCom emptyDir is writable.
+    assert set(volumes) == {v.name for v in scratch} | {"xcom"} and "emptyDir" in volumes["xcom"]
+
+
+def test_training_pod_runs_least_privileged(train_pod, settings):
+    assert train_pod["spec"]["automountServiceAccountToken"] is False
+    assert train_pod["spec"]["securityContext"]["runAsUser"] == settings.runner.pod_security.run_as_user
+    container = base_container(train_pod)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/home/pipeline"}

@@ -281,7 +281,8 @@ def test_sizes_and_account_come_from_settings(application, settings):
         assert pod["coreLimit"] == size.core_limit
         assert parse_quantity(pod["coreLimit"]) >= pod["cores"]
     assert executor["instances"] == spark_app.executor.instances
-    assert driver["serviceAccount"] == settings.runner.service_account
+    assert driver["serviceAccount"] == settings.runner.spark_application.driver_service_account
+    assert executor["serviceAccount"] == settings.runner.service_account != driver["serviceAccount"]
 
 
 def test_env_vars_are_kubernetes_env_vars_with_secrets_by_reference(application, settings):
@@ -521,3 +522,34 @@ def test_non_spark_steps_still_run_in_pods(settings, monkeypatch, step):
         task = pipeline_step("run", step=step, arguments=["--ds", "{{ ds }}"])
     assert isinstance(task, PodStepOperator) and not isinstance(task, SparkKubernetesOperator)
     assert task.cmds == ["python", "-m", f"jobs.{step}"] and task.image == settings.runner.images["jobs"]
+
+
+# Least privilege -------------------------------------------------------------------------------
+
+def test_driver_and_executors_run_least_privileged(application, settings):
+    security = settings.runner.pod_security
+    local_dir = settings.runner.spark_application.local_dir
+    for role, container_name in (("driver", DRIVER), ("executor", "spark-kubernetes-executor")):
+        template = application["spec"][role]["template"]
+        # Read back into the client's model: what spark-submit will read as the pod template.
+        model = ApiClient().deserialize(_JsonResponse(template), "V1PodTemplateSpec")
+        assert ApiClient().sanitize_for_serialization(model) == template
+        spec = template["spec"]
+        assert spec["automountServiceAccountToken"] is (role == "driver"), "only the driver creates pods"
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
+            "fsGroup": security.fs_group, "seccompProfile": {"type": "RuntimeDefault"}}
+        (container,) = spec["containers"]
+        assert container["name"] == container_name, "Spark finds its container in the template by this name"
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True, "runAsNonRoot": True}
+        volumes = {volume["name"]: volume["emptyDir"] for volume in spec["volumes"]}
+        mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+        for volume in (*security.scratch, local_dir):
+            assert volumes[volume.name] == {"sizeLimit": volume.size_limit}
+            assert mounts[volume.name] == volume.mount_path
+        assert local_dir.name.startswith("spark-local-dir-"), "Spark takes only these as its local dirs"
+        env = env_of(application, role)
+        assert env["HOME"]["value"] == "/home/pipeline" and env["TMPDIR"]["value"] == "/tmp"
+        assert "SPARK_LOCAL_DIRS" not in env, "Spark sets it from the spark-local-dir-* mounts"
