@@ -131,6 +131,30 @@ def training_history(mlflow_client: "MlflowClient", name: str) -> "TrainingHisto
         newest_promoted=str(newest.version) == champion or ("promoted_at" in tags and "rolled_back_at" not in tags))
 
 
+def training_log(mlflow_client: "MlflowClient", name: str) -> list[dict[str, Any]]:
+    """Every version the loop trained (not a backtest's), oldest first, with why and what became of it."""
+    rows = []
+    for version in sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+        tags = version.tags or {}
+        if tags.get("purpose") == "backtest":
+            continue
+        run_tags = mlflow_client.get_run(version.run_id).data.tags if version.run_id else {}
+        airflow_run = run_tags.get("airflow.run_id", "")
+        started_on = airflow_run.split("__", 1)[1][:10] if airflow_run.startswith("monitoring__") else None
+        rows.append({
+            "version": str(version.version), "started_on": started_on,
+            "trigger": "monitoring" if started_on else ("schedule" if airflow_run.startswith("scheduled__")
+                                                        else "manual"),
+            "reason": run_tags.get("reason", ""),
+            "window": {k.removeprefix("window."): v for k, v in run_tags.items() if k.startswith("window.")},
+            "gate_passed": tags.get("gate_passed") == "true" if "gate_passed" in tags else None,
+            "gate_reasons": tags.get("gate_reasons", ""),
+            "promoted": "promoted_at" in tags, "promoted_at": tags.get("promoted_at"),
+            "family": run_tags.get("family"),
+        })
+    return rows
+
+
 def scheduled_training_decision(ds: dt.date, settings: "Settings | None" = None) -> "RetrainDecision":
     """The retraining policy's decision for the scheduled training run of flight date `ds` (its model-age rule)."""
     from jobs.retrain import RetrainEvidence, decide_retraining

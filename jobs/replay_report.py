@@ -61,32 +61,6 @@ def month_bounds(year: int, month: int) -> tuple[dt.date, dt.date]:
     return first, following - dt.timedelta(days=1)
 
 
-# The loop's trainings (registry) ------------------------------------------------------------
-
-def trainings(mlflow_client: "MlflowClient", name: str) -> list[dict[str, Any]]:
-    """Every version the loop trained (not a backtest's), oldest first, with why and what became of it."""
-    rows = []
-    for version in sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
-        tags = version.tags or {}
-        if tags.get("purpose") == "backtest":
-            continue
-        run_tags = mlflow_client.get_run(version.run_id).data.tags if version.run_id else {}
-        airflow_run = run_tags.get("airflow.run_id", "")
-        started_on = airflow_run.split("__", 1)[1][:10] if airflow_run.startswith("monitoring__") else None
-        rows.append({
-            "version": str(version.version), "started_on": started_on,
-            "trigger": "monitoring" if started_on else ("schedule" if airflow_run.startswith("scheduled__")
-                                                        else "manual"),
-            "reason": run_tags.get("reason", ""),
-            "window": {k.removeprefix("window."): v for k, v in run_tags.items() if k.startswith("window.")},
-            "gate_passed": tags.get("gate_passed") == "true" if "gate_passed" in tags else None,
-            "gate_reasons": tags.get("gate_reasons", ""),
-            "promoted": "promoted_at" in tags, "promoted_at": tags.get("promoted_at"),
-            "family": run_tags.get("family"),
-        })
-    return rows
-
-
 # The comparison ------------------------------------------------------------------------------
 
 Period = tuple[str, dt.date, dt.date]  # (label, first day, last day)
@@ -167,7 +141,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
 
     from jobs.backtest import read_labels, read_served, run_backtest
     from jobs.features import load_feature_schema
-    from jobs.registry import client
+    from jobs.registry import client, training_log
     from jobs.score import PROBABILITY
     from jobs.settings import get_settings
     from jobs.spark import spark_session
@@ -175,7 +149,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
 
     settings = settings or get_settings()
     mlflow_client = mlflow_client or client(settings.mlflow.tracking_uri)
-    loop = trainings(mlflow_client, settings.mlflow.model_name)
+    loop = training_log(mlflow_client, settings.mlflow.model_name)
     promoted = [t for t in loop if t["promoted"]]
     if not promoted:
         raise NoEvidence(f"no version of {settings.mlflow.model_name} was ever promoted: run the replay first "

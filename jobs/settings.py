@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -98,6 +99,8 @@ class AirflowSettings(_Strict):
 class MlflowSettings(_Strict):
     tracking_uri: str = Field(min_length=1)
     model_name: str = Field(min_length=1)
+    # Where people open MLflow's UI, when not at tracking_uri (e.g. a cluster-internal service).
+    ui_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
 class ResourceSpec(_Strict):
@@ -340,6 +343,57 @@ class MonitoringSettings(_Strict):
     drift_share: float = Field(gt=0.0, le=1.0)
 
 
+NotificationEvent = Literal["task_failed", "gate_rejected", "drift_retraining", "quarantine", "promoted",
+                            "rolled_back", "predictions_late"]
+NOTIFICATION_EVENTS: tuple[str, ...] = NotificationEvent.__args__  # type: ignore[attr-defined]
+
+
+def _email_address(value: str) -> str:
+    """One bare address, as SMTP takes it (a display name or a list in one string is refused)."""
+    if not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;.]+", value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address)]
+
+
+class NotificationSettings(_Strict):
+    """Who is told what, through Airflow's SMTP notifier (dags/common/notify.py).
+
+    Credentials are never here: `conn_id` names an Airflow connection, which comes from
+    the environment (AIRFLOW_CONN_<CONN_ID>) or a secrets backend.
+    """
+
+    # false: nothing is attached, nothing is sent (the local demo's default).
+    enabled: bool = False
+    conn_id: str = Field(default="smtp_default", pattern=r"^[A-Za-z0-9_.-]+$")
+    to: tuple[EmailAddress, ...] = ()
+    # null: the connection's `from_email` extra.
+    from_email: EmailAddress | None = None
+    events: tuple[NotificationEvent, ...] = NOTIFICATION_EVENTS
+    subject_prefix: str = "[flight-delay]"
+    # The predictions of flight date D are due this long after the start of D ("HH:MM", up to 47:59).
+    predictions_deadline: str = Field(default="05:00", pattern=r"^([0-3]?[0-9]|4[0-7]):[0-5][0-9]$")
+    # A scoring run created more than this many days after its flight date began (a replay, a backfill
+    # of history) gets no deadline: its predictions are late by construction.
+    deadline_max_age_days: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _destination(self) -> "NotificationSettings":
+        if self.enabled and not self.to:
+            raise ValueError("to: at least one address is required when notifications are enabled")
+        return self
+
+    @property
+    def deadline_interval(self) -> dt.timedelta:
+        hours, minutes = self.predictions_deadline.split(":")
+        return dt.timedelta(hours=int(hours), minutes=int(minutes))
+
+    def wants(self, event: str) -> bool:
+        return self.enabled and event in self.events
+
+
 class Settings(_Strict):
     env: str
     lake: LakeSettings
@@ -356,6 +410,7 @@ class Settings(_Strict):
     scoring: ScoringSettings = ScoringSettings()
     monitoring: MonitoringSettings
     retraining: RetrainPolicy
+    notifications: NotificationSettings = NotificationSettings()
 
     @property
     def lake_root(self) -> str:

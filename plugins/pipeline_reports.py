@@ -1,4 +1,9 @@
-"""Airflow plugin: the lake's reports, served inside the Airflow UI.
+"""Airflow plugin: the model's health and the lake's reports, served inside the Airflow UI.
+
+`/pipeline/health` ("Model health" in the navigation) shows champion, challenger and
+previous with their holdout metrics and gate reasons, served ROC AUC and drift by day with
+training and promotion markers, every training and the quarantine (jobs.health gathers it
+from MLflow and the lake); `/pipeline/api/health` is the same as JSON.
 
 Validation Data Docs, model cards and drift reports are written to the
 lake under `reports/`, which may be a local folder or S3, where a browser cannot
@@ -11,11 +16,13 @@ session cookie or a bearer token).
 """
 from __future__ import annotations
 
+import datetime as dt
 import html
 import mimetypes
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
@@ -31,6 +38,41 @@ def _lake():
     from jobs.lake import Lake
 
     return Lake.from_settings()
+
+
+def _settings():
+    from jobs.settings import get_settings
+
+    return get_settings()
+
+
+Days = Annotated[int, Query(ge=1, le=366, description="served days shown, ending at `end` (1..366)")]
+End = Annotated[dt.date | None, Query(description="last flight date shown (default: the newest monitored)")]
+
+
+def _health(days: int, end: dt.date | None) -> dict[str, Any]:
+    from jobs.health import model_health
+    from jobs.registry import MlflowUnreachable
+
+    try:
+        return model_health(_lake(), _settings(), days=days, end=end)
+    except MlflowUnreachable as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from None
+
+
+@app.get("/health", dependencies=[Depends(get_user)], response_class=HTMLResponse)
+def health_page(days: Days = 30, end: End = None) -> HTMLResponse:
+    """The model-health page."""
+    from jobs.health import render_html
+
+    health = _health(days, end)
+    return HTMLResponse(render_html(health, reports_url=f"{URL_PREFIX}/reports", api_url=f"{URL_PREFIX}/api/health"))
+
+
+@app.get("/api/health", dependencies=[Depends(get_user)])
+def health_json(days: Days = 30, end: End = None) -> JSONResponse:
+    """The model-health view as JSON (what the page shows)."""
+    return JSONResponse(_health(days, end))
 
 
 def _safe_key(path: str) -> str:
@@ -108,6 +150,13 @@ class PipelineReportsPlugin(AirflowPlugin):
     name = "pipeline_reports"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Pipeline reports"}]
     external_views = [
+        {
+            "name": "Model health",
+            "href": f"{URL_PREFIX}/health",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "model_health",
+        },
         {
             "name": "Pipeline reports",
             "href": f"{URL_PREFIX}/reports/",
