@@ -39,6 +39,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, CronTriggerTimetable, XComArg, task
 
 from common.config import default_args, end_date, schedule_cron, start_date
+from common.notify import task_callback
 from common.sensors import LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.score import predictions_key
@@ -107,6 +108,7 @@ with DAG(
         conf=XComArg(decision.operator, key="retrain_conf"),
         skip_when_already_exists=True,
         wait_for_completion=False,
+        on_success_callback=task_callback("drift_retraining"),
         doc_md="delay_model_training with conf: reason, evidence, windows. One per monitored day at most.",
     )
     no_retraining = EmptyOperator(task_id="no_retraining", doc_md="No retraining: the reason is in the logs.")

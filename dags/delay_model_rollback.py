@@ -15,6 +15,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from common.config import default_args, settings, start_date
+from common.notify import task_callback
 from common.steps import pipeline_step
 
 DAG_ID = "delay_model_rollback"
@@ -36,4 +37,5 @@ with DAG(
 ) as dag:
     pipeline_step("rollback", step="registry",
                   arguments=["rollback", "--reason", "{{ params.reason }} (airflow run {{ run_id }})"],
+                  on_success_callback=task_callback("rolled_back"),
                   doc_md="`python -m jobs.registry rollback`: champion -> previous.")

@@ -42,6 +42,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.notify import task_callback
 from common.params import optional_date
 from common.steps import pipeline_step
 
@@ -146,7 +147,7 @@ with DAG(
         return "approve" if require else "skip_approval"
 
     decision = gate_decision()
-    not_promoted = EmptyOperator(task_id="not_promoted",
+    not_promoted = EmptyOperator(task_id="not_promoted", on_success_callback=task_callback("gate_rejected"),
                                  doc_md="The gate rejected the candidate: it stays `challenger`; the champion is unchanged.")
     approve = ApprovalOperator(
         task_id="approve",
@@ -161,6 +162,7 @@ with DAG(
         arguments=["promote", "--version", version, "--reason",
                    f"gate passed ({{{{ {gate}['reasons'] | join('; ') }}}}); airflow run {{{{ run_id }}}}"],
         trigger_rule="none_failed_min_one_success",
+        on_success_callback=task_callback("promoted"),
         doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",
     )
     request >> training_set >> train >> evaluate >> decision >> [not_promoted, approve, skip_approval]

@@ -34,6 +34,7 @@ from airflow.sdk import DAG, PartitionedAssetTimetable, task
 from common.assets import features_asset, predictions_asset
 from common.config import default_args, settings, start_date
 from common.dates import range_params, resolve_dates
+from common.notify import predictions_deadline
 from common.steps import pipeline_step
 
 DAG_ID = "flights_batch_scoring"
@@ -58,6 +59,8 @@ with DAG(
     catchup=False,
     max_active_runs=settings().airflow.max_active_runs.get(DAG_ID, 1),
     default_args=default_args(),
+    # D's predictions by notifications.predictions_deadline after the start of D, else a mail.
+    deadline=predictions_deadline(),
     tags=["scoring", "spark", "mlflow", "lake"],
     params=range_params("score"),
 ) as dag:

@@ -37,6 +37,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, TaskGroup
 
 from common.assets import raw_asset
 from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.notify import task_callback
 from common.sensors import LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.feeds import DAY_OFFSET, FEEDS_ORDER
@@ -89,6 +90,7 @@ with DAG(
                 arguments=["--ds", flight_date, "--feed", feed],
                 outlets=[raw_asset(feed)],
                 asset_events=raw_asset_event,
+                on_success_callback=task_callback("quarantine"),
                 doc_md=f"`python -m jobs.ingest --ds F --feed {feed}`: GX suite `config/expectations/{feed}.json`.",
             )
             if feed == "flights":

@@ -23,9 +23,12 @@ def end_date() -> dt.datetime | None:
 
 
 def default_args() -> dict:
-    """Owner, retries with exponential backoff: the same for every task of every DAG."""
+    """Owner, retries with exponential backoff, the failure notification: the same for every task of every DAG."""
+    from common.notify import failure_callback_args  # it reads settings through this module
+
     airflow = settings().airflow
     return {
+        **failure_callback_args(),
         "owner": airflow.owner,
         "retries": airflow.retries,
         "retry_delay": dt.timedelta(seconds=airflow.retry_delay_s),
