@@ -8,7 +8,13 @@ STAMP := $(VENV)/.installed
 
 export PIPELINE_ENV ?= local
 
-.PHONY: venv demo replay stop reset test test-unit test-dags test-integration bench lock clean
+# checkov (Kubernetes and Dockerfile policies, run by the tests) lives in a venv of its own:
+# its pins conflict with Airflow's. An exact version, reinstalled when it changes.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+.PHONY: venv checkov demo replay stop reset test test-unit test-dags test-integration bench lock clean
 
 venv: $(STAMP)
 
@@ -21,6 +27,15 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	@rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	@echo "installing checkov $(CHECKOV_VERSION) into $(CHECKOV_VENV) (once)"
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION) 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	@touch $@
+
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DEMO_START),--start $(DEMO_START))
 
@@ -31,13 +46,13 @@ replay: $(STAMP)
 stop:
 	@test -x $(PY) && $(PY) -m scripts.stack stop || true
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m pytest
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m pytest tests/unit
 
-test-dags: $(STAMP)
+test-dags: $(STAMP) $(CHECKOV_STAMP)
 	$(PY) -m pytest tests/dags
 
 test-integration: $(STAMP)

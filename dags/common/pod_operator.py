@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes.client import models as k8s
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.sdk.exceptions import AirflowException
 
 from common.operators import AssetEventFn, StepResultsMixin, container_exit_code, raise_for_exit_code
@@ -54,10 +55,24 @@ def pod_security(security: PodSecuritySettings, *extra_scratch: ScratchVolume) -
 class PodStepOperator(StepResultsMixin, KubernetesPodOperator):
     """Run a step in a Kubernetes pod (the `kubernetes` runner)."""
 
-    def __init__(self, *, step: str, asset_events: AssetEventFn | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, step: str, asset_events: AssetEventFn | None = None,
+                 xcom_sidecar_resources: k8s.V1ResourceRequirements | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step = step
         self.asset_events = asset_events
+        self.xcom_sidecar_resources = xcom_sidecar_resources
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        """The operator's pod, with the XCom sidecar bounded too (runner.resources.xcom_sidecar).
+
+        KubernetesPodOperator takes the sidecar's resources only from its connection's extras,
+        and by default gives it requests without limits.
+        """
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        for container in pod.spec.containers:
+            if container.name == PodDefaults.SIDECAR_CONTAINER_NAME and self.xcom_sidecar_resources is not None:
+                container.resources = self.xcom_sidecar_resources
+        return pod
 
     def execute(self, context: Any) -> Any:
         result = super().execute(context)

@@ -21,6 +21,8 @@ from common.operators import AssetEventFn, SubprocessStepOperator
 
 # Which image and resource profile each step uses in Kubernetes.
 STEP_PROFILE = {"ingest": "jobs", "publish": "jobs", "train": "trainer"}
+# The resources of KubernetesPodOperator's XCom sidecar (it reads the step's result file).
+XCOM_SIDECAR = "xcom_sidecar"
 # Profiles whose pods ask for a GPU (runner.gpu: device, node selector, tolerations).
 GPU_PROFILES = frozenset({"trainer"})
 
@@ -36,6 +38,7 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
     runner = settings().runner
     profile = STEP_PROFILE.get(step, "jobs")
     resources = runner.resources.get(profile)
+    sidecar = runner.resources.get(XCOM_SIDECAR)
     security = pod_security(runner.pod_security)
     env = {**step_env(), **security.env}
     requests = dict(resources.requests) if resources else {}
@@ -67,6 +70,8 @@ def pod_kwargs(step: str, task_id: str) -> dict[str, Any]:
         "env_vars": [k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         "secrets": [Secret("env", ref.env, ref.secret, ref.key) for ref in runner.secret_env],
         "container_resources": k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
+        "xcom_sidecar_resources": k8s.V1ResourceRequirements(
+            requests=dict(sidecar.requests) or None, limits=dict(sidecar.limits) or None) if sidecar else None,
         **gpu,
         "labels": {"app.kubernetes.io/part-of": "flight-delay-pipeline", "pipeline-step": step},
         "startup_timeout_seconds": runner.startup_timeout_s,

@@ -409,3 +409,12 @@ def test_training_pod_runs_least_privileged(train_pod, settings):
     container = base_container(train_pod)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/home/pipeline"}
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_xcom_sidecar_is_bounded_by_settings(dag, runtime_ti, settings, feed):
+    _, _, manifest = render_pod(dag, runtime_ti, feed)
+    (sidecar,) = [c for c in manifest["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar"]
+    wanted = settings.runner.resources["xcom_sidecar"]
+    assert sidecar["resources"] == {"requests": dict(wanted.requests), "limits": dict(wanted.limits)}
+    assert wanted.limits, "a container without limits is unbounded"

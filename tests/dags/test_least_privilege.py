@@ -1,0 +1,456 @@
+"""Layer 3, checked by outside tools: every pod the production operators start is admissible and least privileged.
+
+Every DAG file is loaded with PIPELINE_ENV=production, once for the module, and every
+heavy step is rendered by its real operator: PodStepOperator's `build_pod_request_obj`
+(KubernetesPodOperator's own pod, XCom sidecar included) and SparkStepOperator's Jinja
+template and `manage_template_specs` (the SparkApplication body). A Spark driver or executor
+pod is what spark-submit makes of the application's pod template: the template's pod with
+Spark's container (image, environment, service account, the pod resources Spark asks for).
+Task-instance labels and rendered Jinja arguments are left as the operators have them before
+a run; tests/dags/test_pod_step_operator.py and test_spark_application.py render those.
+
+Then:
+- kubernetes-validate: every pod strictly against the Kubernetes 1.33 schemas (unknown or
+  misplaced fields fail, as `kubectl --validate=strict` would);
+- the Spark operator's CRD: every SparkApplication against the openAPIV3Schema of
+  SparkApplication v1beta2, when that schema is at hand (see `spark_application_schema`);
+- the "restricted" Pod Security Standard, written from its published controls
+  (kubernetes.io/docs/concepts/security/pod-security-standards), and what this repository asks
+  beyond it (read-only root filesystem, no token but the driver's, the images' user);
+- checkov's Kubernetes policies over the rendered pods together with deploy/kubernetes/ (its
+  NetworkPolicies select the pods), skips justified in .checkov.yaml only;
+- detect-secrets over the rendered specs: nothing that looks like a credential.
+
+Each outside check is first shown a pod that breaks it (a canary), so a check that sees
+nothing cannot pass for one that finds nothing.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGS_DIR = REPO_ROOT / "dags"
+KUBERNETES_VERSION = "1.33.0"
+CHECKOV = REPO_ROOT / ".venv" / "tools" / "checkov" / "bin" / "checkov"
+# Schemas published by other projects, which this repository does not copy (see docs/deploy.md,
+# "Checks"): read from PIPELINE_EXTERNAL_SCHEMAS, or from the workspace's shared/schemas/.
+EXTERNAL_SCHEMAS = Path(os.environ.get("PIPELINE_EXTERNAL_SCHEMAS") or REPO_ROOT.parent / "shared" / "schemas")
+SPARK_APPLICATION_SCHEMA = "sparkapplication-v1beta2.schema.json"
+# Values that exist only in the environment of the process that renders: never in a spec.
+SENTINELS = {
+    "AWS_ACCESS_KEY_ID": "AKIA-SENTINEL-NOT-FOR-PODS",
+    "AWS_SECRET_ACCESS_KEY": "sentinel-secret-access-key-not-for-pods",
+    "MLFLOW_TRACKING_TOKEN": "sentinel-mlflow-token-not-for-pods",
+}
+# The user every image ends as (hadolint's rules make it numeric).
+DOCKER_USER = re.compile(r"^USER\s+(\d+)(?::(\d+))?\s*$", re.MULTILINE)
+
+
+@dataclass
+class Rendered:
+    """What the production operators render, keyed "dag_id.task_id" (a Spark pod: "...:driver")."""
+
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applications: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spark_pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_pods(self) -> dict[str, dict[str, Any]]:
+        return {**self.pods, **self.spark_pods}
+
+
+def _placeholder_arguments(operator: Any) -> None:
+    """Arguments made by an upstream task (an XComArg) become plain strings: they are data, not spec."""
+    from airflow.sdk import XComArg
+
+    if isinstance(operator.arguments, XComArg):
+        operator.arguments = ["--ds", "2013-03-01"]
+
+
+def _render_pod(task: Any) -> dict[str, Any]:
+    from kubernetes.client import ApiClient
+
+    operator = copy.copy(task)
+    _placeholder_arguments(operator)
+    return ApiClient().sanitize_for_serialization(operator.build_pod_request_obj(None, dry_run=True))
+
+
+def _render_application(dag: Any, task: Any) -> dict[str, Any]:
+    operator = copy.copy(task)
+    _placeholder_arguments(operator)
+    operator.application_file = operator.render_template(
+        operator.application_file, {"task": operator}, jinja_env=dag.get_template_env())
+    body = operator.manage_template_specs()["spark"]
+    body["metadata"]["name"] = operator.create_job_name()
+    return json.loads(json.dumps(body))
+
+
+def _spark_memory_mib(size: str) -> int:
+    value, unit = int(size[:-1]), size[-1]
+    return value * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[unit]
+
+
+def spark_pod(application: dict[str, Any], role: str) -> dict[str, Any]:
+    """The driver or an executor pod as spark-submit builds it from the application's pod template.
+
+    Spark keeps the template's pod (security contexts, volumes, token) and its container
+    (security context, mounts) and adds its own: image, environment, service account, and
+    requests of `cores` CPUs and the heap plus the non-JVM overhead (40%, at least 384 MiB).
+    """
+    spec, part = application["spec"], application["spec"][role]
+    template = copy.deepcopy(part["template"])
+    pod_spec = template["spec"]
+    (container,) = pod_spec["containers"]
+    heap = _spark_memory_mib(part["memory"])
+    memory = f"{int(heap + max(384, 0.4 * heap))}Mi"
+    container.update({
+        "image": spec["image"], "imagePullPolicy": spec["imagePullPolicy"], "env": part["env"],
+        "resources": {"requests": {"cpu": str(part["cores"]), "memory": memory},
+                      "limits": {"cpu": part.get("coreLimit", str(part["cores"])), "memory": memory}},
+    })
+    pod_spec.update({"serviceAccountName": part["serviceAccount"], "restartPolicy": "Never"})
+    name = application["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{role}" if role == "driver" else f"{name}-exec-1",
+                         "namespace": application["metadata"]["namespace"], "labels": part["labels"]},
+            "spec": pod_spec}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> Rendered:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import DAG
+
+    result = Rendered()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINE_ENV", "production")
+        for name, value in SENTINELS.items():
+            patch.setenv(name, value)
+        patch.syspath_prepend(str(DAGS_DIR))
+        from common.pod_operator import PodStepOperator
+        from common.spark_operator import SparkStepOperator
+
+        for path in sorted(DAGS_DIR.glob("*.py")):
+            spec = importlib.util.spec_from_file_location(f"_least_privilege_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            for dag in [value for value in vars(module).values() if isinstance(value, DAG)]:
+                for task in dag.tasks:
+                    key = f"{dag.dag_id}.{task.task_id}"
+                    if isinstance(task, SparkStepOperator):
+                        result.applications[key] = application = _render_application(dag, task)
+                        for role in ("driver", "executor"):
+                            result.spark_pods[f"{key}:{role}"] = spark_pod(application, role)
+                    elif isinstance(task, PodStepOperator):
+                        result.pods[key] = _render_pod(task)
+                    else:
+                        assert not isinstance(task, KubernetesPodOperator), f"{key}: a pod outside the step factory"
+                        continue
+                    result.steps[key] = task.step
+    return result
+
+
+def test_every_heavy_step_of_every_dag_is_rendered(rendered):
+    from common.spark_operator import SPARK_STEPS
+
+    assert set(rendered.steps.values()) >= {"ingest", "publish", "train", "evaluate", "registry", "monitor",
+                                            "backtest", *SPARK_STEPS}
+    assert {rendered.steps[key] for key in rendered.applications} == set(SPARK_STEPS)
+    assert len(rendered.spark_pods) == 2 * len(rendered.applications)
+    assert "delay_model_training.train" in rendered.pods
+
+
+# kubernetes-validate ---------------------------------------------------------------------------
+
+def kubernetes_errors(manifest: dict[str, Any]) -> list[str]:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{'.'.join(map(str, error.path))}: {error.message}"]
+    return []
+
+
+def test_kubernetes_validate_refuses_a_misplaced_field():
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "canary"},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1.37.0", "securityContext": {"runAsNonRoot": True}}],
+                    "runAsNonRoot": True}}  # a container field at pod level: strict validation refuses it
+    assert kubernetes_errors(pod)
+
+
+def test_every_pod_is_valid_kubernetes_1_33_strictly(rendered):
+    from kubernetes_validate.utils import all_versions
+
+    assert KUBERNETES_VERSION in all_versions(), f"kubernetes-validate ships {sorted(set(all_versions()))}"
+    errors = {name: kubernetes_errors(pod) for name, pod in rendered.all_pods.items()}
+    assert not {name: found for name, found in errors.items() if found}
+
+
+# The Spark operator's CRD ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spark_application_schema() -> dict[str, Any]:
+    """SparkApplication v1beta2's openAPIV3Schema (kubeflow/spark-operator,
+    config/crd/bases/sparkoperator.k8s.io_sparkapplications.yaml), as JSON.
+
+    Not copied into this repository: it is the Spark operator's published text. docs/deploy.md
+    ("Checks") says how to extract it from the operator's release; the test reads it from
+    PIPELINE_EXTERNAL_SCHEMAS or ../shared/schemas/ and is skipped, saying so, without it.
+    """
+    path = EXTERNAL_SCHEMAS / SPARK_APPLICATION_SCHEMA
+    if not path.is_file():
+        pytest.skip(f"no {SPARK_APPLICATION_SCHEMA} in {EXTERNAL_SCHEMAS} (docs/deploy.md, Checks)")
+    return json.loads(path.read_text())
+
+
+def unknown_fields(node: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not declare: the API server prunes them without a word."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found = []
+    if isinstance(node, dict):
+        properties, extra = schema.get("properties"), schema.get("additionalProperties")
+        for key, value in node.items():
+            if properties is not None and key in properties:
+                found += unknown_fields(value, properties[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            elif properties is not None and extra is None:
+                found.append(f"{path}.{key}")
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        for index, value in enumerate(node):
+            found += unknown_fields(value, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def crd_errors(application: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(application)]
+    return errors + [f"{name}: not in the CRD" for name in unknown_fields(application, schema)]
+
+
+def test_crd_schema_refuses_a_wrong_application(spark_application_schema, rendered):
+    application = copy.deepcopy(next(iter(rendered.applications.values())))
+    application["spec"]["type"] = "Ruby"  # not an enum value
+    application["spec"]["driver"]["cores"] = "one"  # not an integer
+    application["spec"]["executor"]["instanceCount"] = 2  # not a field
+    errors = crd_errors(application, spark_application_schema)
+    assert any(e.startswith("spec.type:") for e in errors) and any(e.startswith("spec.driver.cores:") for e in errors)
+    assert ".spec.executor.instanceCount: not in the CRD" in errors
+
+
+def test_every_spark_application_matches_the_operators_crd(spark_application_schema, rendered):
+    errors = {name: crd_errors(app, spark_application_schema) for name, app in rendered.applications.items()}
+    assert not {name: found for name, found in errors.items() if found}
+
+
+# The restricted Pod Security Standard ----------------------------------------------------------
+
+ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                        "projected", "secret"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The controls of the "restricted" profile (baseline's included) that a pod breaks, as the admission plugin reads them."""
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    containers = [*spec.get("initContainers", []), *spec["containers"], *spec.get("ephemeralContainers", [])]
+    found = []
+    for name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(name):
+            found.append(f"host namespaces: {name}")
+    if pod_context.get("windowsOptions", {}).get("hostProcess"):
+        found.append("HostProcess")
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUME_TYPES:
+            found.append(f"volume {volume['name']}: {sorted(kinds - ALLOWED_VOLUME_TYPES)}")
+    for sysctl in pod_context.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            found.append(f"sysctl {sysctl['name']}")
+    if pod_context.get("runAsUser") == 0:
+        found.append("pod runAsUser 0")
+    for profile in [pod_context.get("appArmorProfile")]:
+        if profile and profile.get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"pod AppArmor {profile}")
+    if pod_context.get("seLinuxOptions", {}).get("type") not in (None, "", "container_t", "container_init_t",
+                                                                 "container_kvm_t", "container_engine_t"):
+        found.append("pod SELinux type")
+    pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type")
+    for container in containers:
+        where = f"container {container['name']}"
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            found.append(f"{where}: privileged")
+        if context.get("windowsOptions", {}).get("hostProcess"):
+            found.append(f"{where}: HostProcess")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            found.append(f"{where}: hostPort")
+        if context.get("procMount", "Default") != "Default":
+            found.append(f"{where}: procMount")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{where}: capabilities not dropped (ALL)")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: capabilities added {capabilities['add']}")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation is not false")
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            found.append(f"{where}: runAsNonRoot is not true")
+        if context.get("runAsUser") == 0:
+            found.append(f"{where}: runAsUser 0")
+        if (context.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccomp is not RuntimeDefault or Localhost")
+        profile = context.get("appArmorProfile")
+        if profile and profile.get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: AppArmor {profile}")
+    return found
+
+
+CANARY_POD = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "canary-bad-on-purpose", "namespace": "ml-pipelines"},
+    "spec": {
+        "hostNetwork": True,
+        "securityContext": {"runAsUser": 0},
+        "containers": [{"name": "step", "image": "busybox:latest",
+                        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True,
+                                            "capabilities": {"add": ["SYS_ADMIN"]}},
+                        "ports": [{"containerPort": 80, "hostPort": 80}]}],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    },
+}
+
+
+def test_the_standard_check_refuses_a_privileged_pod():
+    violations = restricted_violations(CANARY_POD)
+    for control in ("host namespaces: hostNetwork", "volume host", "pod runAsUser 0", "privileged", "hostPort",
+                    "capabilities not dropped", "capabilities added", "allowPrivilegeEscalation", "runAsNonRoot",
+                    "seccomp"):
+        assert any(control in violation for violation in violations), control
+
+
+def test_every_pod_is_admissible_under_the_restricted_standard(rendered):
+    violations = {name: restricted_violations(pod) for name, pod in rendered.all_pods.items()}
+    assert not {name: found for name, found in violations.items() if found}
+
+
+def image_users() -> set[int]:
+    users = set()
+    for dockerfile in (REPO_ROOT / "docker").glob("*.Dockerfile"):
+        *_, last = DOCKER_USER.finditer(dockerfile.read_text())
+        users.add(int(last.group(1)))
+    return users
+
+
+def test_every_pod_runs_as_the_images_user_with_a_read_only_root(rendered):
+    from jobs.settings import load_settings
+
+    security = load_settings("production").runner.pod_security
+    assert image_users() == {security.run_as_user}, "settings and the images' USER disagree"
+    for name, pod in rendered.all_pods.items():
+        context = pod["spec"]["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (
+            security.run_as_user, security.run_as_group, security.fs_group), name
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, f"{name} {container['name']}"
+        (step,) = [c for c in pod["spec"]["containers"] if c["name"] != "airflow-xcom-sidecar"]
+        mounts = {mount["mountPath"] for mount in step["volumeMounts"]}
+        env = {item["name"]: item.get("value") for item in step["env"]}
+        for volume in security.scratch:
+            assert volume.mount_path in mounts and env[volume.env] == volume.mount_path, name
+
+
+def test_only_the_spark_driver_holds_a_token_and_its_own_account(rendered):
+    from jobs.settings import load_settings
+
+    runner = load_settings("production").runner
+    for name, pod in rendered.all_pods.items():
+        driver = name.endswith(":driver")
+        assert pod["spec"]["automountServiceAccountToken"] is driver, name
+        wanted = runner.spark_application.driver_service_account if driver else runner.service_account
+        assert pod["spec"]["serviceAccountName"] == wanted, name
+    assert runner.spark_application.driver_service_account != runner.service_account
+
+
+# checkov ---------------------------------------------------------------------------------------
+
+def checkov_failures(directory: Path) -> dict[str, list[str]]:
+    """checkov's Kubernetes policies over a folder: {file: ["CKV_... resource", ...]} of failed checks."""
+    assert CHECKOV.is_file(), f"{CHECKOV} is missing: run `make checkov`"
+    done = subprocess.run(
+        [str(CHECKOV), "--config-file", str(REPO_ROOT / ".checkov.yaml"), "--directory", str(directory),
+         "--framework", "kubernetes", "--output", "json"],
+        capture_output=True, text=True, timeout=300, cwd=directory)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    reports = json.loads(done.stdout)
+    failures: dict[str, list[str]] = {}
+    for report in reports if isinstance(reports, list) else [reports]:
+        for check in report.get("results", {}).get("failed_checks", []):
+            failures.setdefault(check["file_path"].lstrip("/"), []).append(f"{check['check_id']} {check['resource']}")
+    return failures
+
+
+def test_checkov_passes_every_pod_with_the_deployment(rendered, tmp_path):
+    pods, canary = tmp_path / "pods", tmp_path / "canary"
+    pods.mkdir()
+    canary.mkdir()
+    for name, pod in rendered.all_pods.items():
+        (pods / (re.sub(r"[^A-Za-z0-9_.-]", "-", name) + ".yaml")).write_text(yaml.safe_dump(pod))
+    # The namespaces and NetworkPolicies the pods run under belong to the same scan.
+    for manifest in (REPO_ROOT / "deploy" / "kubernetes").glob("*.yaml"):
+        if manifest.name != "airflow-values.yaml":
+            (pods / f"deploy-{manifest.name}").write_text(manifest.read_text())
+    (canary / "canary.yaml").write_text(yaml.safe_dump(CANARY_POD))
+    failures = checkov_failures(tmp_path)
+    canary_checks = {entry.split()[0] for entry in failures.pop("canary/canary.yaml", [])}
+    assert {"CKV_K8S_16", "CKV_K8S_20", "CKV_K8S_23", "CKV_K8S_37"} <= canary_checks, canary_checks
+    assert failures == {}
+
+
+# detect-secrets --------------------------------------------------------------------------------
+
+def secrets_found(paths: list[Path]) -> list[str]:
+    from detect_secrets import SecretsCollection
+    from detect_secrets.settings import default_settings
+
+    with default_settings():
+        collection = SecretsCollection()
+        for path in paths:
+            collection.scan_file(str(path))
+    return [f"{Path(name).name}:{secret.line_number} {secret.type}" for name, secret in collection]
+
+
+def test_no_secret_in_the_rendered_specs(rendered, tmp_path):
+    specs = {**rendered.all_pods, **rendered.applications}
+    paths = []
+    for name, spec in specs.items():
+        path = tmp_path / (re.sub(r"[^A-Za-z0-9_.-]", "-", name) + ".yaml")
+        path.write_text(yaml.safe_dump(spec))
+        paths.append(path)
+    text = "\n".join(path.read_text() for path in paths)
+    assert not [name for name, value in SENTINELS.items() if value in text], "the renderer's secrets leaked"
+    canary = tmp_path / "canary.yaml"
+    canary.write_text(yaml.safe_dump({"env": [{"name": "AWS_SECRET_ACCESS_KEY",
+                                               "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYs3cr"}]}))
+    assert secrets_found([canary]), "detect-secrets must see a literal secret"
+    assert secrets_found(paths) == []
