@@ -94,7 +94,19 @@ def run_facts(context: dict[str, Any]) -> tuple[str, str, str, list[tuple[str, s
     facts = [("DAG", dag_id), ("Task", task_id), ("Run", run_id), ("Logical date", _when(logical))]
     if partition:
         facts.append(("Partition (flight date)", str(partition)))
+    elif flight_date := step_flight_date(context.get("task")):
+        facts.append(("Flight date", flight_date))
     return dag_id, task_id, run_id, facts
+
+
+def step_flight_date(task: Any) -> str | None:
+    """The flight date a step task was given (`--ds F`, rendered): D-1 for outcomes, D for the rest."""
+    arguments = _get(task, "arguments")
+    if not isinstance(arguments, (list, tuple)) or "--ds" not in arguments:
+        return None
+    index = list(arguments).index("--ds") + 1
+    value = str(arguments[index]) if index < len(arguments) else ""
+    return value if value and "{" not in value else None
 
 
 def _log_link(context: dict[str, Any], dag_id: str, run_id: str, task_id: str) -> tuple[str, str]:

@@ -171,6 +171,7 @@ def test_a_failure_names_dag_task_date_try_reason_and_log(load_dag, runtime_ti, 
     facts = _facts(message)
     assert facts["DAG"] == "flights_ingest" and facts["Task"] == "schedule.validate_and_publish"
     assert facts["Logical date"] == "2013-03-02T00:00:00+00:00" and facts["Try"] == "3 of 3"
+    assert facts["Flight date"] == "2013-03-02"  # the step's rendered --ds
     assert message.details == ["AirflowException: jobs.ingest exited with code 1:", "ERROR <boom> {{ not jinja }}"]
     assert dict(message.links)["Task log"] == ti.log_url
     assert ti.log_url.startswith(f"{BASE_URL}/dags/flights_ingest/runs/scheduled__2013-03-02T00")
@@ -188,6 +189,16 @@ def test_a_rejected_delivery_is_a_quarantine(load_dag, runtime_ti):
     assert message.event == "quarantine"
     assert "weather.validate_and_publish rejected a delivery: the file is in quarantine" in message.subject
     assert "weather 2013-03-02: column temp missing" in message.details
+
+
+def test_the_outcomes_feed_names_the_day_before_as_its_flight_date(load_dag, runtime_ti):
+    from common.notify import task_failed_message
+
+    dag = load_dag("flights_ingest", "local", **ENABLED)
+    _, context = runtime_ti(dag, "flights.validate_and_publish", dt.datetime(2013, 3, 2, tzinfo=UTC))
+    context["exception"] = RuntimeError("boom")
+    facts = _facts(task_failed_message(context))
+    assert facts["Flight date"] == "2013-03-01" and facts["Logical date"] == "2013-03-02T00:00:00+00:00"
 
 
 def test_a_gate_rejection_gives_the_reasons_and_the_model_card(load_dag, runtime_ti, monkeypatch):
