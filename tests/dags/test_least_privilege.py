@@ -29,9 +29,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,18 +37,16 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.outside_checks import (CANARY_POD, CANARY_SECRET, EXTERNAL_SCHEMAS, KUBERNETES_VERSION, checkov_failures, kubernetes_errors,
+                                  restricted_violations, secrets_found)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO_ROOT / "dags"
-KUBERNETES_VERSION = "1.33.0"
-CHECKOV = REPO_ROOT / ".venv" / "tools" / "checkov" / "bin" / "checkov"
-# Schemas published by other projects, which this repository does not copy (see docs/deploy.md,
-# "Checks"): read from PIPELINE_EXTERNAL_SCHEMAS, or from the workspace's shared/schemas/.
-EXTERNAL_SCHEMAS = Path(os.environ.get("PIPELINE_EXTERNAL_SCHEMAS") or REPO_ROOT.parent / "shared" / "schemas")
 SPARK_APPLICATION_SCHEMA = "sparkapplication-v1beta2.schema.json"
 # Values that exist only in the environment of the process that renders: never in a spec.
 SENTINELS = {
     "AWS_ACCESS_KEY_ID": "AKIA-SENTINEL-NOT-FOR-PODS",
-    "AWS_SECRET_ACCESS_KEY": "sentinel-secret-access-key-not-for-pods",
+    "AWS_SECRET_ACCESS_KEY": "sentinel-secret-access-key-not-for-pods",  # pragma: allowlist secret
     "MLFLOW_TRACKING_TOKEN": "sentinel-mlflow-token-not-for-pods",
 }
 # The user every image ends as (hadolint's rules make it numeric).
@@ -174,16 +170,6 @@ def test_every_heavy_step_of_every_dag_is_rendered(rendered):
 
 # kubernetes-validate ---------------------------------------------------------------------------
 
-def kubernetes_errors(manifest: dict[str, Any]) -> list[str]:
-    import kubernetes_validate
-
-    try:
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        return [f"{'.'.join(map(str, error.path))}: {error.message}"]
-    return []
-
-
 def test_kubernetes_validate_refuses_a_misplaced_field():
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "canary"},
            "spec": {"containers": [{"name": "c", "image": "busybox:1.37.0", "securityContext": {"runAsNonRoot": True}}],
@@ -261,86 +247,6 @@ def test_every_spark_application_matches_the_operators_crd(spark_application_sch
 
 # The restricted Pod Security Standard ----------------------------------------------------------
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                        "projected", "secret"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
-
-
-def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """The controls of the "restricted" profile (baseline's included) that a pod breaks, as the admission plugin reads them."""
-    spec = pod["spec"]
-    pod_context = spec.get("securityContext") or {}
-    containers = [*spec.get("initContainers", []), *spec["containers"], *spec.get("ephemeralContainers", [])]
-    found = []
-    for name in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(name):
-            found.append(f"host namespaces: {name}")
-    if pod_context.get("windowsOptions", {}).get("hostProcess"):
-        found.append("HostProcess")
-    for volume in spec.get("volumes", []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= ALLOWED_VOLUME_TYPES:
-            found.append(f"volume {volume['name']}: {sorted(kinds - ALLOWED_VOLUME_TYPES)}")
-    for sysctl in pod_context.get("sysctls", []):
-        if sysctl["name"] not in SAFE_SYSCTLS:
-            found.append(f"sysctl {sysctl['name']}")
-    if pod_context.get("runAsUser") == 0:
-        found.append("pod runAsUser 0")
-    for profile in [pod_context.get("appArmorProfile")]:
-        if profile and profile.get("type") not in ("RuntimeDefault", "Localhost"):
-            found.append(f"pod AppArmor {profile}")
-    if pod_context.get("seLinuxOptions", {}).get("type") not in (None, "", "container_t", "container_init_t",
-                                                                 "container_kvm_t", "container_engine_t"):
-        found.append("pod SELinux type")
-    pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type")
-    for container in containers:
-        where = f"container {container['name']}"
-        context = container.get("securityContext") or {}
-        if context.get("privileged"):
-            found.append(f"{where}: privileged")
-        if context.get("windowsOptions", {}).get("hostProcess"):
-            found.append(f"{where}: HostProcess")
-        if any(port.get("hostPort") for port in container.get("ports", [])):
-            found.append(f"{where}: hostPort")
-        if context.get("procMount", "Default") != "Default":
-            found.append(f"{where}: procMount")
-        capabilities = context.get("capabilities") or {}
-        if "ALL" not in capabilities.get("drop", []):
-            found.append(f"{where}: capabilities not dropped (ALL)")
-        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
-            found.append(f"{where}: capabilities added {capabilities['add']}")
-        if context.get("allowPrivilegeEscalation") is not False:
-            found.append(f"{where}: allowPrivilegeEscalation is not false")
-        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
-            found.append(f"{where}: runAsNonRoot is not true")
-        if context.get("runAsUser") == 0:
-            found.append(f"{where}: runAsUser 0")
-        if (context.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
-            found.append(f"{where}: seccomp is not RuntimeDefault or Localhost")
-        profile = context.get("appArmorProfile")
-        if profile and profile.get("type") not in ("RuntimeDefault", "Localhost"):
-            found.append(f"{where}: AppArmor {profile}")
-    return found
-
-
-CANARY_POD = {
-    "apiVersion": "v1", "kind": "Pod",
-    "metadata": {"name": "canary-bad-on-purpose", "namespace": "ml-pipelines"},
-    "spec": {
-        "hostNetwork": True,
-        "securityContext": {"runAsUser": 0},
-        "containers": [{"name": "step", "image": "busybox:latest",
-                        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True,
-                                            "capabilities": {"add": ["SYS_ADMIN"]}},
-                        "ports": [{"containerPort": 80, "hostPort": 80}]}],
-        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
-    },
-}
-
-
 def test_the_standard_check_refuses_a_privileged_pod():
     violations = restricted_violations(CANARY_POD)
     for control in ("host namespaces: hostNetwork", "volume host", "pod runAsUser 0", "privileged", "hostPort",
@@ -394,22 +300,6 @@ def test_only_the_spark_driver_holds_a_token_and_its_own_account(rendered):
 
 # checkov ---------------------------------------------------------------------------------------
 
-def checkov_failures(directory: Path) -> dict[str, list[str]]:
-    """checkov's Kubernetes policies over a folder: {file: ["CKV_... resource", ...]} of failed checks."""
-    assert CHECKOV.is_file(), f"{CHECKOV} is missing: run `make checkov`"
-    done = subprocess.run(
-        [str(CHECKOV), "--config-file", str(REPO_ROOT / ".checkov.yaml"), "--directory", str(directory),
-         "--framework", "kubernetes", "--output", "json"],
-        capture_output=True, text=True, timeout=300, cwd=directory)
-    assert done.returncode in (0, 1), done.stderr[-3000:]
-    reports = json.loads(done.stdout)
-    failures: dict[str, list[str]] = {}
-    for report in reports if isinstance(reports, list) else [reports]:
-        for check in report.get("results", {}).get("failed_checks", []):
-            failures.setdefault(check["file_path"].lstrip("/"), []).append(f"{check['check_id']} {check['resource']}")
-    return failures
-
-
 def test_checkov_passes_every_pod_with_the_deployment(rendered, tmp_path):
     pods, canary = tmp_path / "pods", tmp_path / "canary"
     pods.mkdir()
@@ -429,17 +319,6 @@ def test_checkov_passes_every_pod_with_the_deployment(rendered, tmp_path):
 
 # detect-secrets --------------------------------------------------------------------------------
 
-def secrets_found(paths: list[Path]) -> list[str]:
-    from detect_secrets import SecretsCollection
-    from detect_secrets.settings import default_settings
-
-    with default_settings():
-        collection = SecretsCollection()
-        for path in paths:
-            collection.scan_file(str(path))
-    return [f"{Path(name).name}:{secret.line_number} {secret.type}" for name, secret in collection]
-
-
 def test_no_secret_in_the_rendered_specs(rendered, tmp_path):
     specs = {**rendered.all_pods, **rendered.applications}
     paths = []
@@ -451,6 +330,6 @@ def test_no_secret_in_the_rendered_specs(rendered, tmp_path):
     assert not [name for name, value in SENTINELS.items() if value in text], "the renderer's secrets leaked"
     canary = tmp_path / "canary.yaml"
     canary.write_text(yaml.safe_dump({"env": [{"name": "AWS_SECRET_ACCESS_KEY",
-                                               "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYs3cr"}]}))
+                                               "value": CANARY_SECRET}]}))
     assert secrets_found([canary]), "detect-secrets must see a literal secret"
     assert secrets_found(paths) == []
