@@ -21,6 +21,25 @@ CANARY_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYs3cr"  # pragma: allowl
 # Schemas published by other projects, which this repository does not copy (docs/deploy.md,
 # "Checks"): read from PIPELINE_EXTERNAL_SCHEMAS, or from shared/schemas/ beside the checkout.
 EXTERNAL_SCHEMAS = Path(os.environ.get("PIPELINE_EXTERNAL_SCHEMAS") or REPO_ROOT.parent / "shared" / "schemas")
+# SparkApplication v1beta2's openAPIV3Schema (kubeflow/spark-operator,
+# config/crd/bases/sparkoperator.k8s.io_sparkapplications.yaml), as JSON.
+SPARK_APPLICATION_SCHEMA = "sparkapplication-v1beta2.schema.json"
+# The official Airflow chart's values.schema.json.
+AIRFLOW_CHART_SCHEMA = "airflow-chart-values.schema.json"
+
+
+def external_schema(name: str) -> dict[str, Any]:
+    """A schema of EXTERNAL_SCHEMAS; the test is skipped, saying so, when it is not there.
+
+    These are other projects' published text, not copied into this repository: docs/deploy.md
+    ("Checks") says how to extract each from its project's release.
+    """
+    import pytest
+
+    path = EXTERNAL_SCHEMAS / name
+    if not path.is_file():
+        pytest.skip(f"no {name} in {EXTERNAL_SCHEMAS} (docs/deploy.md, Checks)")
+    return json.loads(path.read_text())
 
 
 def kubernetes_errors(manifest: dict[str, Any]) -> list[str]:
@@ -143,3 +162,31 @@ def secrets_found(paths: list[Path]) -> list[str]:
         for path in paths:
             collection.scan_file(str(path))
     return [f"{Path(name).name}:{secret.line_number} {secret.type}" for name, secret in collection]
+
+
+def unknown_fields(node: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not declare: the API server prunes them without a word."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found = []
+    if isinstance(node, dict):
+        properties, extra = schema.get("properties"), schema.get("additionalProperties")
+        for key, value in node.items():
+            if properties is not None and key in properties:
+                found += unknown_fields(value, properties[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            elif properties is not None and extra is None:
+                found.append(f"{path}.{key}")
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        for index, value in enumerate(node):
+            found += unknown_fields(value, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def crd_errors(application: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(application)]
+    return errors + [f"{name}: not in the CRD" for name in unknown_fields(application, schema)]

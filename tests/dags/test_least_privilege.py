@@ -37,12 +37,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.outside_checks import (CANARY_POD, CANARY_SECRET, EXTERNAL_SCHEMAS, KUBERNETES_VERSION, checkov_failures, kubernetes_errors,
-                                  restricted_violations, secrets_found)
+from tests.outside_checks import (CANARY_POD, CANARY_SECRET, KUBERNETES_VERSION, SPARK_APPLICATION_SCHEMA, checkov_failures,
+                                  crd_errors, external_schema, kubernetes_errors, restricted_violations, secrets_found)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_DIR = REPO_ROOT / "dags"
-SPARK_APPLICATION_SCHEMA = "sparkapplication-v1beta2.schema.json"
 # Values that exist only in the environment of the process that renders: never in a spec.
 SENTINELS = {
     "AWS_ACCESS_KEY_ID": "AKIA-SENTINEL-NOT-FOR-PODS",
@@ -189,45 +188,7 @@ def test_every_pod_is_valid_kubernetes_1_33_strictly(rendered):
 
 @pytest.fixture(scope="module")
 def spark_application_schema() -> dict[str, Any]:
-    """SparkApplication v1beta2's openAPIV3Schema (kubeflow/spark-operator,
-    config/crd/bases/sparkoperator.k8s.io_sparkapplications.yaml), as JSON.
-
-    Not copied into this repository: it is the Spark operator's published text. docs/deploy.md
-    ("Checks") says how to extract it from the operator's release; the test reads it from
-    PIPELINE_EXTERNAL_SCHEMAS or ../shared/schemas/ and is skipped, saying so, without it.
-    """
-    path = EXTERNAL_SCHEMAS / SPARK_APPLICATION_SCHEMA
-    if not path.is_file():
-        pytest.skip(f"no {SPARK_APPLICATION_SCHEMA} in {EXTERNAL_SCHEMAS} (docs/deploy.md, Checks)")
-    return json.loads(path.read_text())
-
-
-def unknown_fields(node: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Fields the schema does not declare: the API server prunes them without a word."""
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return []
-    found = []
-    if isinstance(node, dict):
-        properties, extra = schema.get("properties"), schema.get("additionalProperties")
-        for key, value in node.items():
-            if properties is not None and key in properties:
-                found += unknown_fields(value, properties[key], f"{path}.{key}")
-            elif isinstance(extra, dict):
-                found += unknown_fields(value, extra, f"{path}.{key}")
-            elif properties is not None and extra is None:
-                found.append(f"{path}.{key}")
-    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
-        for index, value in enumerate(node):
-            found += unknown_fields(value, schema["items"], f"{path}[{index}]")
-    return found
-
-
-def crd_errors(application: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    import jsonschema
-
-    validator = jsonschema.Draft7Validator(schema)
-    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(application)]
-    return errors + [f"{name}: not in the CRD" for name in unknown_fields(application, schema)]
+    return external_schema(SPARK_APPLICATION_SCHEMA)
 
 
 def test_crd_schema_refuses_a_wrong_application(spark_application_schema, rendered):

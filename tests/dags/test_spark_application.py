@@ -553,3 +553,19 @@ def test_driver_and_executors_run_least_privileged(application, settings):
         env = env_of(application, role)
         assert env["HOME"]["value"] == "/home/pipeline" and env["TMPDIR"]["value"] == "/tmp"
         assert "SPARK_LOCAL_DIRS" not in env, "Spark sets it from the spark-local-dir-* mounts"
+
+
+def test_the_application_sent_matches_the_operators_crd(application):
+    """The body as the API server receives it (task labels included) against the Spark operator's CRD.
+
+    The one field the CRD does not declare is `spec.labels`, which SparkKubernetesOperator
+    adds for its own bookkeeping; the API server prunes it, and the same labels reach the
+    driver and executors through spec.driver.labels and spec.executor.labels, which it keeps.
+    """
+    from tests.outside_checks import SPARK_APPLICATION_SCHEMA, crd_errors, external_schema
+
+    errors = crd_errors(application, external_schema(SPARK_APPLICATION_SCHEMA))
+    assert errors == [".spec.labels: not in the CRD"]
+    task_labels = {"dag_id", "task_id", "run_id", "try_number"}
+    assert task_labels <= application["spec"]["driver"]["labels"].keys()
+    assert task_labels <= application["spec"]["executor"]["labels"].keys()
