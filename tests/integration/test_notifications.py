@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from jobs.upstream.publish import publish
-from tests.integration.airflow_test import AirflowRunner
+from tests.integration.airflow_test import AIRFLOW, AirflowRunner
 from tests.smtp_inbox import start_inbox
 
 pytestmark = pytest.mark.integration
@@ -112,3 +114,34 @@ def test_a_missed_predictions_deadline_mails_from_the_triggerer(airflow, inbox):
     assert f"<td>asset_triggered__{today}</td>" in mail.html
     assert f"{BASE_URL}/dags/flights_batch_scoring/runs/asset_triggered__{today}" in mail.html
     assert "start of the flight date + 00:00" in mail.html
+
+
+def test_a_running_scheduler_and_triggerer_mail_a_missed_deadline(airflow, inbox, tmp_path):
+    """The same alert with nothing driven by hand: `airflow scheduler` finds the missed deadline and queues
+    its callback, `airflow triggerer` runs it (every DAG paused: no task runs)."""
+    flight_date = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    proc = subprocess.run([sys.executable, str(DEADLINE_PROBE), "--create-only", flight_date], env=airflow.env,
+                          capture_output=True, text=True, timeout=300)
+    assert f'"{flight_date}": ["{flight_date}T00:00:00+00:00"]' in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+    before = len(inbox.mails)
+    started = []
+    try:
+        for component in ("scheduler", "triggerer"):
+            log = (tmp_path / f"{component}.log").open("w")
+            started.append(subprocess.Popen([AIRFLOW, component], env=airflow.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+        mails = inbox.wait_for(before + 1, timeout_s=150)[before:]
+        # (Exactly one: the deadline driven by hand in the test above is finished and is not run again.)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+    assert mails, f"no mail from the deadline of {flight_date}:\n{logs}"
+    assert len(inbox.wait_for(before + 2, timeout_s=1)) == before + 1, [m.subject for m in inbox.mails[before:]]
+    assert mails[0].subject.startswith(f"[flight-delay] predictions late: flights_batch_scoring {flight_date}")
+    assert f"{BASE_URL}/dags/flights_batch_scoring/runs/asset_triggered__{flight_date}" in mails[0].html
