@@ -26,7 +26,8 @@ import yaml
 
 from jobs.settings import REPO_ROOT, load_settings
 from tests.outside_checks import (AIRFLOW_CHART_SCHEMA, CANARY_POD, CANARY_SECRET, EXTERNAL_SCHEMAS, checkov_failures,
-                                  external_schema, kubernetes_errors, restricted_violations, secrets_found)
+                                  external_schema, kubernetes_errors, restricted_violations, secrets_found,
+                                  unknown_fields)
 
 DEPLOY = REPO_ROOT / "deploy" / "kubernetes"
 HELM_VALUES = DEPLOY / "airflow-values.yaml"
@@ -56,6 +57,27 @@ def helm_values() -> dict[str, Any]:
 def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[tuple[str, str], dict[str, Any]]:
     """{(namespace, name): object} of one kind."""
     return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objects if o["kind"] == kind}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice (PyYAML keeps the last one, silently; kubectl and Helm would too)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1}, key=str)
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {duplicates}", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize("path", [*MANIFESTS, HELM_VALUES], ids=lambda path: path.name)
+def test_no_key_is_given_twice(path):
+    list(yaml.load_all(path.read_text(), Loader=_StrictLoader))
+
+
+def test_a_key_given_twice_is_refused():
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate keys"):
+        yaml.load("dagProcessor: {}\nexecutor: x\ndagProcessor: {}\n", Loader=_StrictLoader)
 
 
 def test_there_is_a_manifest_of_each_part():
@@ -96,8 +118,12 @@ def test_service_accounts_and_their_tokens(objects, settings, helm_values):
         assert accounts[(runner.namespace, name)]["automountServiceAccountToken"] is False, name
     # The pods that need a token ask for it themselves (the Spark driver's pod template).
     assert all(account["automountServiceAccountToken"] is False for account in accounts.values())
-    worker = helm_values["workers"]["serviceAccount"]
+    worker = helm_values["workers"]["celery"]["serviceAccount"]
     assert worker["create"] is True and worker["name"] == "airflow-worker"
+    # Only the workers start pods; no other Airflow component gets a token.
+    assert worker["automountServiceAccountToken"] is True
+    for component in ("scheduler", "apiServer", "dagProcessor", "triggerer"):
+        assert helm_values[component]["serviceAccount"]["automountServiceAccountToken"] is False, component
 
 
 def rules_of(objects: list[dict[str, Any]], namespace: str, subject: str, subject_namespace: str) -> list[dict]:
@@ -134,7 +160,7 @@ def test_rbac_grants_each_account_what_it_does_and_no_more(objects, settings, he
         assert all(allowed(driver, "", resource, verb) for verb in verbs), resource
     assert not allowed(driver, "sparkoperator.k8s.io", "sparkapplications", "create")
     # The Airflow workers: KubernetesPodOperator's and SparkKubernetesOperator's calls.
-    worker = rules_of(objects, ns, helm_values["workers"]["serviceAccount"]["name"], PLATFORM_NAMESPACE)
+    worker = rules_of(objects, ns, helm_values["workers"]["celery"]["serviceAccount"]["name"], PLATFORM_NAMESPACE)
     for group, resource, verb in [("", "pods", "create"), ("", "pods", "get"), ("", "pods", "list"),
                                   ("", "pods", "watch"), ("", "pods", "patch"), ("", "pods", "delete"),
                                   ("", "pods/log", "get"), ("", "pods/exec", "create"), ("", "events", "list"),
@@ -228,9 +254,16 @@ def test_helm_values_run_the_production_pipeline(helm_values, settings):
     assert helm_values["postgresql"]["enabled"] is False
 
 
-def test_helm_values_match_the_charts_schema(tmp_path):
-    external_schema(AIRFLOW_CHART_SCHEMA)
+def test_helm_values_match_the_charts_schema(tmp_path, helm_values):
+    """check-jsonschema with the chart's values.schema.json (chart 1.22.0), and no key the schema lacks.
+
+    The schema leaves some objects open (the top level, `securityContexts`): a misspelt key there
+    passes it and the chart ignores it, so every key must also be one the schema declares.
+    """
+    declared = external_schema(AIRFLOW_CHART_SCHEMA)
     schema = EXTERNAL_SCHEMAS / AIRFLOW_CHART_SCHEMA
+    assert unknown_fields(helm_values, declared) == []
+    assert unknown_fields({"securityContexts": {"container": {}}}, declared) == [".securityContexts.container"]
     check = Path(sys.executable).with_name("check-jsonschema")
     canary = tmp_path / "canary-values.yaml"
     canary.write_text("executor: 42\nworkers:\n  replicas: many\n")
