@@ -13,7 +13,8 @@ Then:
 - kubernetes-validate: every pod strictly against the Kubernetes 1.33 schemas (unknown or
   misplaced fields fail, as `kubectl --validate=strict` would);
 - the Spark operator's CRD: every SparkApplication against the openAPIV3Schema of
-  SparkApplication v1beta2, when that schema is at hand (see `spark_application_schema`);
+  SparkApplication v1beta2 (Spark operator 2.5.2), when that schema is at hand
+  (tests/outside_checks.py, `external_schema`);
 - the "restricted" Pod Security Standard, written from its published controls
   (kubernetes.io/docs/concepts/security/pod-security-standards), and what this repository asks
   beyond it (read-only root filesystem, no token but the driver's, the images' user);
