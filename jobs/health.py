@@ -193,8 +193,9 @@ def model_health(lake: Lake, settings: "Settings", *, mlflow_client: "MlflowClie
     return {
         "model": name, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "has_model": any(card["version"] for card in cards), "aliases": cards,
-        "window": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None,
-                   "days": days},
+        # The window as asked, but never before the first monitored day (nothing to show there).
+        "window": {"first": max(first.isoformat(), every_day[0]["ds"]) if first and every_day else None,
+                   "last": last.isoformat() if last else None, "days": days},
         "days": shown, "version_changes": served_versions, "trainings": trainings,
         "quarantine": quarantined(lake, first, last), "replays": replay_evidence(lake),
     }

@@ -9,9 +9,9 @@ Validation Data Docs, model cards and drift reports are written to the
 lake under `reports/`, which may be a local folder or S3, where a browser cannot
 open them. This plugin mounts a small FastAPI app on the API server at
 `/pipeline` that reads them through the same lake module the jobs use, adds a
-"Pipeline reports" entry to the UI's navigation, and a "Validation report" link
-on every validate-and-publish task ("Model cards" on evaluate_and_gate, "Drift
-reports" on monitor). Requests need an Airflow login (the UI's
+"Pipeline reports" entry to the UI's navigation, and on each task the links to
+what it made (pipeline_links.py: Data Docs, model version, MLflow run, model card,
+drift report, backtest report). Requests need an Airflow login (the UI's
 session cookie or a bearer token).
 """
 from __future__ import annotations
@@ -22,11 +22,12 @@ import mimetypes
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
-from airflow.sdk import BaseOperatorLink
+from pipeline_links import BY_KIND, LINKS, MissingArtifact, artifact_url
 
 URL_PREFIX = "/pipeline"
 SERVED_ZONE = "reports"
@@ -109,41 +110,29 @@ def report(path: str = "") -> Response:
     return HTMLResponse(_listing(key, keys))
 
 
-class ValidationReportLink(BaseOperatorLink):
-    """From a validate-and-publish task to its feed's validation reports."""
+@app.get("/artifact/{kind}", dependencies=[Depends(get_user)])
+def artifact(kind: str, session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Response:
+    """Redirect to what one task instance made (its extra link's target), read from its result."""
+    from airflow.models.xcom import XComModel
+    from jobs.health import mlflow_links
 
-    name = "Validation report"
+    if kind not in BY_KIND:
+        raise HTTPException(status_code=404, detail=f"unknown artifact {kind!r}: one of {sorted(BY_KIND)}")
+    row = session.scalars(XComModel.get_many(run_id=run_id, key="return_value", task_ids=task_id, dag_ids=dag_id,
+                                             map_indexes=map_index)).first()
+    results = XComModel.deserialize_value(row) if row is not None else None
+    settings = _settings()
 
-    def get_link(self, operator, *, ti_key) -> str:
-        # Registered globally (DAG code must not import plugins); empty elsewhere, so hidden.
-        if not ti_key.task_id.endswith(".validate_and_publish"):
-            return ""
-        feed = ti_key.task_id.split(".", 1)[0]
-        return f"{URL_PREFIX}/reports/validation/{feed}/"
+    def experiment_of(mlflow_run_id: str) -> str | None:
+        from jobs.registry import client
 
+        return client(settings.mlflow.tracking_uri).get_run(mlflow_run_id).info.experiment_id
 
-class ModelCardsLink(BaseOperatorLink):
-    """From a training run's evaluate-and-gate task to the model cards of the model."""
-
-    name = "Model cards"
-
-    def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.task_id != "evaluate_and_gate":
-            return ""
-        from jobs.settings import get_settings
-
-        return f"{URL_PREFIX}/reports/training/{get_settings().mlflow.model_name}/"
-
-
-class DriftReportsLink(BaseOperatorLink):
-    """From a monitoring run's monitor task to the drift reports (one folder per flight date)."""
-
-    name = "Drift reports"
-
-    def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.task_id != "monitor" or getattr(ti_key, "dag_id", "delay_model_monitoring") != "delay_model_monitoring":
-            return ""
-        return f"{URL_PREFIX}/reports/drift/"
+    try:
+        target = artifact_url(kind, results, mlflow_links=mlflow_links(settings), experiment_of=experiment_of)
+    except MissingArtifact as exc:
+        raise HTTPException(status_code=404, detail=f"{dag_id} / {run_id} / {task_id}: {exc}") from None
+    return RedirectResponse(target, status_code=307)
 
 
 class PipelineReportsPlugin(AirflowPlugin):
@@ -165,4 +154,4 @@ class PipelineReportsPlugin(AirflowPlugin):
             "url_route": "pipeline_reports",
         }
     ]
-    global_operator_extra_links = [ValidationReportLink(), ModelCardsLink(), DriftReportsLink()]
+    global_operator_extra_links = LINKS

@@ -7,7 +7,7 @@ The token is fetched lazily and fetched again once if a call answers 401 (it exp
 Endpoints used (checked against the OpenAPI document of apache-airflow 3.3.2):
     GET   /api/v2/monitor/health                         (no auth)
     GET   /api/v2/version
-    GET   /api/v2/dags, /api/v2/dags/{dag_id}
+    GET   /api/v2/dags, /api/v2/dags/{dag_id}, /api/v2/dags/{dag_id}/details
     PATCH /api/v2/dags/{dag_id}                          {"is_paused": bool}
     GET   /api/v2/importErrors
     POST  /api/v2/dags/{dag_id}/dagRuns                  {"logical_date", "conf", "dag_run_id", "note"}
@@ -178,6 +178,10 @@ class AirflowClient:
 
     def get_dag(self, dag_id: str) -> dict[str, Any]:
         return self.request("GET", f"/api/v2/dags/{dag_id}")
+
+    def dag_details(self, dag_id: str) -> dict[str, Any]:
+        """The DAG with its Params (`params`: name -> {"value", "schema", "description"})."""
+        return self.request("GET", f"/api/v2/dags/{dag_id}/details")
 
     def import_errors(self) -> list[dict[str, Any]]:
         """DAG files that failed to parse: each with `filename` and `stack_trace`."""

@@ -85,6 +85,33 @@ def served_model(tmp_path_factory, spark):
             "run_id": result["run_id"], "settings": settings}
 
 
+def health_lake(served_model: dict, root, spark) -> dict:
+    """A copy of the served lake and MLflow that every part of the model-health view has something in:
+    the champion's model card (jobs.evaluate), Jan 6-7 scored (jobs.score) and monitored (jobs.monitor),
+    and one weather row of Jan 8 quarantined (jobs.ingest of a corrupted delivery)."""
+    import datetime as dt
+    import shutil
+
+    from jobs.evaluate import evaluate_version
+    from jobs.ingest import ingest_feed
+    from jobs.lake import Lake
+    from jobs.monitor import monitor_date
+    from jobs.score import score_dates
+    from jobs.upstream.publish import publish
+
+    shutil.copytree(served_model["lake_root"], root / "lake")
+    shutil.copy(served_model["tracking_uri"].removeprefix("sqlite:///"), root / "mlflow.db")
+    lake, uri = Lake(str(root / "lake")), f"sqlite:///{root / 'mlflow.db'}"
+    settings = settings_with(uri, lake.root)
+    evaluate_version(served_model["version"], settings=settings, lake=lake)
+    score_dates(lake, dt.date(2013, 1, 6), 2, settings=settings, spark=spark)
+    for day in (dt.date(2013, 1, 6), dt.date(2013, 1, 7)):
+        monitor_date(lake, day, settings=settings)
+    publish(lake, dt.date(2013, 1, 8), feeds=("weather",), corrupt_kind="bad_values", corrupt_rows=1, redeliver=True)
+    ingest_feed(lake, "weather", "2013-01-08", settings)
+    return {"lake": lake, "settings": settings, "tracking_uri": uri, "version": served_model["version"]}
+
+
 _TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
 
 

@@ -7,39 +7,20 @@ jobs.monitor, and a delivery quarantined by jobs.ingest. What is asserted is wha
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 
 import pipeline_reports
 from airflow.api_fastapi.core_api.security import get_user
-from jobs.evaluate import evaluate_version
 from jobs.health import main, model_health
-from jobs.ingest import ingest_feed
 from jobs.lake import Lake
-from jobs.monitor import monitor_date
-from jobs.score import score_dates
-from jobs.upstream.publish import publish
-from tests.unit.conftest import settings_with
-
-QUARANTINED_DAY = dt.date(2013, 1, 8)
+from tests.unit.conftest import health_lake, settings_with
 
 
 @pytest.fixture(scope="module")
 def healthy(served_model, tmp_path_factory, spark):
-    root = tmp_path_factory.mktemp("health")
-    shutil.copytree(served_model["lake_root"], root / "lake")
-    shutil.copy(served_model["tracking_uri"].removeprefix("sqlite:///"), root / "mlflow.db")
-    lake, uri = Lake(str(root / "lake")), f"sqlite:///{root / 'mlflow.db'}"
-    settings = settings_with(uri, lake.root)
-    evaluate_version(served_model["version"], settings=settings, lake=lake)
-    score_dates(lake, dt.date(2013, 1, 6), 2, settings=settings, spark=spark)
-    for day in (dt.date(2013, 1, 6), dt.date(2013, 1, 7)):
-        monitor_date(lake, day, settings=settings)
-    publish(lake, QUARANTINED_DAY, feeds=("weather",), corrupt_kind="bad_values", corrupt_rows=1, redeliver=True)
-    ingest_feed(lake, "weather", QUARANTINED_DAY.isoformat(), settings)
-    return {"lake": lake, "settings": settings, "version": served_model["version"]}
+    return health_lake(served_model, tmp_path_factory.mktemp("health"), spark)
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+import pipeline_links
 import pipeline_reports  # the plugins folder is on the tests' path (pyproject.toml), as on Airflow's
 from airflow.api_fastapi.core_api.security import get_user
+from jobs.health import MlflowLinks
 
 
 @pytest.fixture
@@ -51,34 +53,59 @@ def test_requires_an_airflow_login(local_lake, monkeypatch):
     assert response.status_code == 401
 
 
-def test_validation_link_only_on_validate_tasks():
-    class Key:
-        def __init__(self, task_id):
-            self.task_id = task_id
-
-    link = pipeline_reports.ValidationReportLink()
-    assert link.get_link(None, ti_key=Key("weather.validate_and_publish")) == "/pipeline/reports/validation/weather/"
-    assert link.get_link(None, ti_key=Key("weather.wait_for_landing")) == ""
+class Key:
+    def __init__(self, task_id, dag_id="delay_model_training", run_id="manual__1", map_index=-1):
+        self.task_id, self.dag_id, self.run_id, self.map_index = task_id, dag_id, run_id, map_index
 
 
-def test_model_cards_link_only_on_the_gate_task():
-    class Key:
-        def __init__(self, task_id):
-            self.task_id = task_id
-
-    link = pipeline_reports.ModelCardsLink()
-    assert link.get_link(None, ti_key=Key("evaluate_and_gate")) == "/pipeline/reports/training/flight_delay/"
-    assert link.get_link(None, ti_key=Key("train")) == ""
-    assert {type(x).__name__ for x in pipeline_reports.PipelineReportsPlugin.global_operator_extra_links} == {
-        "ValidationReportLink", "ModelCardsLink", "DriftReportsLink"}
+def _links(key: Key) -> dict[str, str]:
+    return {link.name: link.get_link(None, ti_key=key) for link in pipeline_links.LINKS
+            if link.get_link(None, ti_key=key)}
 
 
-def test_drift_link_only_on_the_monitor_task():
-    class Key:
-        def __init__(self, task_id, dag_id="delay_model_monitoring"):
-            self.task_id, self.dag_id = task_id, dag_id
+def test_each_task_shows_the_links_to_what_it_made_and_no_other():
+    assert set(_links(Key("weather.validate_and_publish", "flights_ingest"))) == {"Data Docs"}
+    assert set(_links(Key("train"))) == {"Model version", "MLflow run"}
+    assert set(_links(Key("evaluate_and_gate"))) == {"Model card", "MLflow run"}
+    assert set(_links(Key("monitor", "delay_model_monitoring"))) == {"Drift report", "MLflow run"}
+    assert set(_links(Key("backtest", "delay_model_backtest"))) == {"Backtest report"}
+    assert _links(Key("weather.wait_for_landing", "flights_ingest")) == {}
+    assert _links(Key("monitor", "other_dag")) == {}
+    link = _links(Key("evaluate_and_gate", run_id="manual__2013-03-01T00:00:00+00:00"))["Model card"]
+    assert link == ("/pipeline/artifact/model-card?dag_id=delay_model_training&"
+                    "run_id=manual__2013-03-01T00%3A00%3A00%2B00%3A00&task_id=evaluate_and_gate&map_index=-1")
+    assert pipeline_reports.PipelineReportsPlugin.global_operator_extra_links is pipeline_links.LINKS
 
-    link = pipeline_reports.DriftReportsLink()
-    assert link.get_link(None, ti_key=Key("monitor")) == "/pipeline/reports/drift/"
-    assert link.get_link(None, ti_key=Key("retrain_decision")) == ""
-    assert link.get_link(None, ti_key=Key("monitor", "other_dag")) == ""
+
+def _url(kind, results):
+    return pipeline_links.artifact_url(kind, results, mlflow_links=MlflowLinks("http://mlflow:5000", "flight_delay"),
+                                       experiment_of=lambda run_id: "3")
+
+
+def test_a_link_leads_to_the_artifact_of_that_run():
+    assert _url("data-docs", [{"feed": "weather", "ds": "2013-01-05", "report_uri": "s3://b/x"}]) == (
+        "/pipeline/reports/validation/weather/date=2013-01-05/index.html")
+    assert _url("model-card", [{"model_card_key": "reports/training/flight_delay/version=4/model_card.html"}]) == (
+        "/pipeline/reports/training/flight_delay/version=4/model_card.html")
+    assert _url("drift-report", [{"report_key": "reports/drift/2013-03-01/data_drift.html"}]) == (
+        "/pipeline/reports/drift/2013-03-01/data_drift.html")
+    assert _url("model-version", [{"model_version": "4"}]) == "http://mlflow:5000/#/models/flight_delay/versions/4"
+    assert _url("mlflow-run", [{"run_id": "abc"}]) == "http://mlflow:5000/#/experiments/3/runs/abc"
+
+
+@pytest.mark.parametrize("kind, results, message", [
+    ("model-card", None, "has no result"),
+    ("model-card", [{"version": "4"}], "no 'model_card_key'"),
+    ("data-docs", [{"feed": "weather", "ds": "2013-01-05", "report_uri": None}], "rejected before validation"),
+    ("nonsense", [{"x": 1}], "unknown artifact"),
+])
+def test_a_link_without_its_artifact_says_what_is_missing(kind, results, message):
+    with pytest.raises(pipeline_links.MissingArtifact, match=message):
+        _url(kind, results)
+
+
+def test_mlflow_links_need_a_web_address():
+    links = MlflowLinks("sqlite:////tmp/mlflow.db", "flight_delay")
+    with pytest.raises(pipeline_links.MissingArtifact, match="mlflow.ui_url"):
+        pipeline_links.artifact_url("model-version", [{"model_version": "1"}], mlflow_links=links,
+                                    experiment_of=lambda run_id: None)
