@@ -19,6 +19,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -213,15 +215,13 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import sys
 
     from jobs.registry import MlflowUnreachable
     from jobs.results import EXIT_OK, emit_result
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate",
-                                     description="Score a candidate version, its baseline and the champion on the "
-                                                 "holdout; run the gate; write the model card.")
+    parser = step_parser("jobs.evaluate", "Score a candidate version, its baseline and the champion on the "
+                         "holdout; run the gate; write the model card.", "--version 7")
     parser.add_argument("--version", required=True, help="candidate model version (from jobs.train)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

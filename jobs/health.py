@@ -16,7 +16,6 @@ An empty registry is a view with no model, not an error; MLflow unreachable is a
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
@@ -26,6 +25,7 @@ import sys
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.lake import Lake, report_key
 
 if TYPE_CHECKING:
@@ -281,10 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.registry import MlflowUnreachable
     from jobs.settings import get_settings
 
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.health", description=__doc__.split("\n\n")[0],
-        epilog="example: python -m jobs.health --days 60 --json > health.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = step_parser("jobs.health", __doc__.split("\n\n")[0].split("\n")[0], "--days 7",
+                         "--days 90 --end 2013-06-30 --json > health.json")
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"served days to show (1..{MAX_DAYS})")
     parser.add_argument("--end", type=dt.date.fromisoformat, help="last flight date shown (default: the newest)")
     parser.add_argument("--json", action="store_true", help="the whole view as JSON on stdout")

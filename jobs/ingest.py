@@ -31,7 +31,6 @@ the rows set aside (all of them when the file is rejected); `raw_uri`, `quaranti
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import io
@@ -44,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.feeds import FEEDS_ORDER, REFERENCE_TABLES
 from jobs.lake import Lake, landing_key, quarantine_key, raw_key, reference_key, report_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, emit_result, record_rejection
@@ -236,7 +236,7 @@ def ingest_feed(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.ingest", __doc__.split("\n\n")[0], "--ds 2013-03-01", "--ds 2013-03-01 --feed weather")
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     parser.add_argument("--feed", choices=FEEDS_ORDER, action="append",
                         help="only this feed (repeatable; default: every feed of the date that has landed)")

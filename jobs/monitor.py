@@ -33,7 +33,6 @@ retrain or promote a version trained since the reference was added); 1 anything 
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -41,6 +40,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.feeds import DELAYED_MINUTES, FLIGHT_KEY, LABEL
 from jobs.lake import Lake, PartitionNotFound, raw_key, report_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
@@ -333,7 +333,7 @@ def result_line(summary: dict[str, Any], lake: Lake) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from jobs.registry import MlflowUnreachable
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.monitor", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.monitor", __doc__.split("\n\n")[0], "--ds 2013-03-01")
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     parser.add_argument("--training-active", action="store_true",
                         help="a delay_model_training run is queued or running (no new trigger)")

@@ -20,7 +20,6 @@ message naming the tracking URI, before any alias is touched.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -29,6 +28,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ def rollback(mlflow_client: "MlflowClient", name: str, reason: str) -> AliasChan
 def main(argv: list[str] | None = None) -> int:
     from jobs.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.registry", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.registry", __doc__.split("\n\n")[0], "status", 'promote --version 7 --reason "gate passed"',
+                         'rollback --reason "bad predictions since 03-05"')
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="print the aliases")
     up = commands.add_parser("promote", help="make a version the champion")

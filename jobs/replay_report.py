@@ -31,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.lake import Lake, report_key
 from jobs.reports import num
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result, record_rejection
@@ -261,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.registry import MlflowUnreachable
     from jobs.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.replay_report", description=__doc__.split("\n\n")[0],
-                                     epilog="example: python -m jobs.replay_report --year 2013 --months 3-12")
+    parser = step_parser("jobs.replay_report", __doc__.split("\n\n")[0], "--year 2013 --months 3-12",
+                         "--year 2013 --months 3-4 --family sklearn_hgb")
     parser.add_argument("--year", type=int, default=2013)
     parser.add_argument("--months", type=_months, default=list(range(3, 13)),
                         help="months to compare, M-N (default 3-12: March to December)")

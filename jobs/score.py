@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.lake import Lake, PartitionNotFound, partition_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
 
@@ -273,7 +274,7 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.score", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.score", __doc__.split("\n\n")[0], "--ds 2013-03-01", "--ds 2013-03-01 --days 31")
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=1, help="consecutive flight dates from --ds (default 1)")
     return parser

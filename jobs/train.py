@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.feeds import LABEL
 from jobs.lake import Lake
 from jobs.registry import CHALLENGER, MlflowUnreachable, client
@@ -272,7 +273,10 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
 
 def build_parser(settings: "Settings") -> argparse.ArgumentParser:
     defaults = settings.training
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.train", __doc__.split("\n\n")[0],
+                         "--start 2013-01-01 --end 2013-02-21 --holdout-start 2013-02-22 --holdout-end 2013-02-28",
+                         "--start 2013-01-01 --end 2013-02-21 --holdout-start 2013-02-22 --holdout-end 2013-02-28 "
+                         "--family sklearn_hgb --reason 'a baseline'")
     parser.add_argument("--start", dest="train_start", required=True, type=dt.date.fromisoformat,
                         help="first flight date of the training window")
     parser.add_argument("--end", dest="train_end", required=True, type=dt.date.fromisoformat,

@@ -35,6 +35,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobs.cli import step_parser
 from jobs.features import features_key, load_feature_schema
 from jobs.feeds import DELAYED_MINUTES, FLIGHT_KEY, LABEL
 from jobs.lake import Lake, PartitionNotFound, raw_key
@@ -330,7 +331,9 @@ def windows_of(args: argparse.Namespace) -> Windows:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.training_set", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.training_set", __doc__.split("\n\n")[0],
+                         "--train-start 2013-01-01 --train-end 2013-02-21 --holdout-start 2013-02-22 "
+                         "--holdout-end 2013-02-28")
     add_window_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

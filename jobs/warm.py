@@ -580,7 +580,9 @@ def _configure_server_log() -> None:
 
 
 def main(argv: list[str] | None = None) -> int | None:
-    parser = argparse.ArgumentParser(prog="python -m jobs.warm", description=__doc__.split("\n\n")[0])
+    from jobs.cli import step_parser
+
+    parser = step_parser("jobs.warm", __doc__.split("\n\n")[0], "serve --socket /tmp/warm.sock")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="preload, then run steps for clients of the socket")
     serve_cmd.add_argument("--socket", required=True, type=Path, help="Unix socket path (created with mode 0600)")

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
+from jobs.cli import step_parser
 from jobs.features.inputs import FeatureInputError, read_inputs, read_lineage, to_spark
 from jobs.features.output import current_fingerprint, features_key, partition_metadata, write_features
 from jobs.features.params import FeatureParams
@@ -166,8 +167,8 @@ def _build(lake: Lake, todo: list[dt.date], settings: "Settings", spark: "SparkS
 def build_parser() -> argparse.ArgumentParser:
     import jobs.features
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.features",
-                                     description=jobs.features.__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.features", jobs.features.__doc__.split("\n\n")[0], "--ds 2013-03-01",
+                         "--ds 2013-03-01 --days 31")
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     parser.add_argument("--days", type=int, default=1,
                         help="consecutive flight dates from --ds, built in one Spark pass (default 1)")

@@ -18,7 +18,6 @@ D-1, the deliveries the day's pipeline run (ingest of D) waits for (`make replay
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import sys
@@ -28,6 +27,7 @@ from functools import lru_cache
 
 import pandas as pd
 
+from jobs.cli import step_parser
 from jobs.upstream import corrupt as corruption
 from jobs.feeds import COLUMNS, FEEDS_ORDER, REFERENCE_TABLES, SOURCE_TABLE
 from jobs.lake import Lake, landing_key, reference_key
@@ -107,7 +107,8 @@ def publish(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.publish", description=__doc__.split("\n\n")[0])
+    parser = step_parser("jobs.publish", __doc__.split("\n\n")[0], "--ds 2013-03-01 --days 7",
+                         "--as-of 2013-03-08", "--ds 2013-01-31 --feed schedule --corrupt duplicates")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--ds", type=dt.date.fromisoformat, help="first flight date, YYYY-MM-DD")
     which.add_argument("--as-of", type=dt.date.fromisoformat, metavar="D",

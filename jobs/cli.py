@@ -1,0 +1,15 @@
+"""The argument parser every step's CLI starts from: its `python -m` name, its one-line purpose, examples.
+
+`--help` ends with the examples, one command per line, ready to paste.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def step_parser(module: str, description: str, *examples: str) -> argparse.ArgumentParser:
+    """A parser for `python -m {module}`; each example is the arguments after the module name."""
+    prog = f"python -m {module}"
+    epilog = "examples:\n" + "\n".join(f"  {prog} {example}" for example in examples) if examples else None
+    return argparse.ArgumentParser(prog=prog, description=description.strip(), epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
