@@ -31,8 +31,10 @@ with DAG(
     default_args=default_args(),
     tags=["training", "mlflow", "operations"],
     params={
-        "reason": Param(type="string", minLength=5, maxLength=2000, title="Reason",
-                        description=f"Why {settings().mlflow.model_name}'s champion is rolled back (recorded)."),
+        "reason": Param("rolled back by hand from the Airflow UI", type="string", minLength=5, maxLength=2000,
+                        title="Reason",
+                        description=f"Why {settings().mlflow.model_name}'s champion is rolled back: recorded on both "
+                                    "versions in MLflow with this run's id. Say what went wrong if you know."),
     },
 ) as dag:
     pipeline_step("rollback", step="registry",

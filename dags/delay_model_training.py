@@ -48,6 +48,12 @@ from common.steps import pipeline_step
 
 DAG_ID = "delay_model_training"
 _data, _training = settings().data, settings().training
+# The schedule stops at the data's end (or the replay clock's): no end_date on the DAG, which would also
+# make a manual run from the UI (logical date: now) an empty run that "succeeds" without a task.
+_schedule_end = end_date()
+# Who approved, recorded in the promotion's reason on the version (nothing when no approval was asked).
+APPROVAL = ("{% set answer = ti.xcom_pull(task_ids='approve') %}{% if answer %}; approved in the Airflow UI by "
+            "{{ answer.get('responded_by_user') }} at {{ answer.get('responded_at') }}{% endif %}")
 
 
 with DAG(
@@ -56,7 +62,6 @@ with DAG(
     doc_md=__doc__,
     schedule=CronTriggerTimetable(schedule_cron(DAG_ID), timezone="UTC"),
     start_date=start_date(),
-    end_date=end_date(),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -84,7 +89,7 @@ with DAG(
                          description="Train on CUDA when the pod has one (mixed precision); CPU otherwise."),
         "require_approval": Param(_training.require_approval, type="boolean", title="Require approval",
                                   description="A person must approve in the UI before the champion moves."),
-        "reason": Param("", type="string", maxLength=2000, title="Reason",
+        "reason": Param(None, type=["null", "string"], maxLength=2000, title="Reason",
                         description="Why this training runs (filled by monitoring); recorded in MLflow."),
     },
 ) as dag:
@@ -107,6 +112,10 @@ with DAG(
         cap = None
         if dag_run is not None and getattr(dag_run, "run_type", "") == "scheduled" and data_interval_end:
             cap = data_interval_end.date() - dt.timedelta(days=1)
+            if _schedule_end is not None and cap >= _schedule_end.date():
+                raise AirflowSkipException(
+                    f"scheduled run for {cap}: after the schedule's end {_schedule_end.date()} (airflow.end_date: the "
+                    "data's last day, or the replay clock); trigger the DAG by hand to train now")
             from jobs.registry import scheduled_training_decision
 
             decision = scheduled_training_decision(cap)
@@ -152,15 +161,16 @@ with DAG(
     approve = ApprovalOperator(
         task_id="approve",
         subject=f"Promote {settings().mlflow.model_name} version {version} to champion?",
+        # A link relative to the Airflow UI, where the approver reads this.
         body=(f"The gate passed: {{{{ {gate}['reasons'] | join('; ') }}}}.\n\n"
-              f"Model card: {{{{ conf.get('api', 'base_url') }}}}/pipeline/{{{{ {gate}['model_card_key'] }}}}"),
+              f"[Model card of version {version}](/pipeline/{{{{ {gate}['model_card_key'] }}}})"),
         response_timeout=dt.timedelta(days=3),
     )
     skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")
     promote = pipeline_step(
         "promote", step="registry",
         arguments=["promote", "--version", version, "--reason",
-                   f"gate passed ({{{{ {gate}['reasons'] | join('; ') }}}}); airflow run {{{{ run_id }}}}"],
+                   f"gate passed ({{{{ {gate}['reasons'] | join('; ') }}}}){APPROVAL}; airflow run {{{{ run_id }}}}"],
         trigger_rule="none_failed_min_one_success",
         on_success_callback=task_callback("promoted"),
         doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",

@@ -26,6 +26,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 
 from common.config import default_args, settings, start_date
+from common.params import flight_date
 from common.steps import pipeline_step
 from jobs.upstream.corrupt import KINDS
 from jobs.feeds import FEEDS_ORDER
@@ -44,10 +45,8 @@ with DAG(
     default_args=default_args(),
     tags=["ingestion", "replay", "demo"],
     params={
-        "start": Param(
-            _data.first_flight_date.isoformat(), type="string", format="date",
-            title="First flight date", description="First flight date to deliver (2013).",
-        ),
+        "start": flight_date(_data.first_flight_date.isoformat(), "First flight date",
+                             "First flight date to deliver (2013)."),
         "days": Param(1, type="integer", minimum=1, maximum=365, title="Days", description="Consecutive flight dates."),
         "feeds": Param(
             list(FEEDS_ORDER), type="array", items={"type": "string", "enum": list(FEEDS_ORDER)},

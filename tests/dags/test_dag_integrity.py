@@ -15,6 +15,8 @@ import datetime as dt
 import re
 from pathlib import Path
 
+import pytest
+
 # A DAG that only wires parses in a fraction of a second; Airflow's own limit
 # (core.dagbag_import_timeout, 30 s) is for emergencies, not a budget. CPU time,
 # so that a busy test machine does not fail the test.
@@ -169,3 +171,28 @@ def test_params_are_typed_and_described(parse_reports, dag_path):
         assert param["description"], f"Param {name!r} has no description"
         schema = param["schema"] or {}
         assert schema.get("type") or schema.get("enum") or schema.get("anyOf"), f"Param {name!r} has no type"
+
+
+BAD_DATES = ["2014-01-01", "2012-12-31", "2013-13-01", "2013-02-30x", "../../etc/passwd", "2013-1-1", "'; DROP"]
+
+
+@pytest.mark.parametrize("dag_id", ["delay_model_training", "delay_model_backtest", "replay_publisher"])
+def test_trigger_forms_refuse_dates_outside_the_data_and_accept_their_defaults(load_dag, dag_id):
+    """What the form and `POST /dagRuns` check (the Params' JSON schema) before any task runs."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = load_dag(dag_id)
+    dag.params.validate()  # the defaults as the form opens
+    dates = [name for name, param in dag.params.items() if param.schema.get("format") == "date" and
+             "pattern" in param.schema]
+    assert dates, f"{dag_id} has no flight-date field"
+    for name in dates:
+        for bad in BAD_DATES:
+            params = ParamsDict(dag.params)
+            with pytest.raises(ParamValidationError, match=name):
+                params[name] = bad
+                params.validate()
+        params = ParamsDict(dag.params)
+        params[name] = "2013-06-30"
+        params.validate()

@@ -80,3 +80,16 @@ def test_a_champion_past_its_age_trains_with_the_decision_as_its_reason(registry
     reason = request["train_arguments"][request["train_arguments"].index("--reason") + 1]
     assert reason.startswith("schedule 2013-03-03: retrain: the champion v1 saw data up to 2013-01-24, 38 day(s)")
     assert request["windows"]["holdout_end"] == "2013-03-03"
+
+
+def test_a_scheduled_run_after_the_schedules_end_skips_before_asking_the_registry(load_dag, runtime_ti):
+    dag = load_dag("delay_model_training")
+    ti, context = runtime_ti(dag, "check_request", dt.datetime(2026, 11, 30, 6, tzinfo=dt.timezone.utc))
+    with pytest.raises(AirflowSkipException, match=r"scheduled run for 2026-11-29: after the schedule's end 2014-01-01"):
+        ti.task.execute(context)
+
+
+def test_a_manual_run_at_the_wall_clocks_date_has_every_task(load_dag):
+    """The UI's trigger form proposes now as the logical date: the run must get its tasks (no DAG end_date)."""
+    dag = load_dag("delay_model_training")
+    assert dag.end_date is None and all(task.end_date is None for task in dag.tasks)
