@@ -14,7 +14,11 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: venv checkov demo replay stop reset test test-unit test-dags test-integration bench lock clean
+# The browser tests drive Debian's chromium through Playwright (which cannot download browsers here).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: venv checkov chromium demo replay stop reset test test-unit test-dags test-integration test-browser bench lock clean
 
 venv: $(STAMP)
 
@@ -36,6 +40,13 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION) 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	@touch $@
 
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests (once)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(if $(DEMO_START),--start $(DEMO_START))
 
@@ -46,7 +57,7 @@ replay: $(STAMP)
 stop:
 	@test -x $(PY) && $(PY) -m scripts.stack stop || true
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(STAMP) $(CHECKOV_STAMP) $(CHROMIUM)
 	$(PY) -m pytest
 
 test-unit: $(STAMP) $(CHECKOV_STAMP)
@@ -57,6 +68,9 @@ test-dags: $(STAMP) $(CHECKOV_STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+test-browser: $(STAMP) $(CHROMIUM)
+	$(PY) -m pytest tests/browser
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

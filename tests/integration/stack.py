@@ -90,7 +90,8 @@ class IntegrationStack:
 
     dags_folder / plugins_folder default to the repository's. `spark_connect` and
     `warm_runner` add those components (off by default: each costs 1-2 GB). `postgres_server`
-    (a server URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database.
+    (a server URL without database, e.g. POSTGRES_SERVER) puts the Airflow metadata in a fresh database;
+    `mlflow_backend_uri` serves an existing MLflow store (e.g. a copy of a test's SQLite registry).
     After `stop()` (or the `with` block), `leftovers` lists any process still alive; leaving
     the block with leftovers raises StackError.
     """
@@ -108,6 +109,7 @@ class IntegrationStack:
         echo: Callable[[str], None] | None = print,
         spark_connect: bool = False,
         warm_runner: bool = False,
+        mlflow_backend_uri: str | None = None,
     ):
         self.base_dir = Path(base_dir)
         self.dags_folder = dags_folder or REPO_ROOT / "dags"
@@ -119,6 +121,7 @@ class IntegrationStack:
         self.echo = echo
         self.spark_connect = spark_connect
         self.warm_runner = warm_runner
+        self.mlflow_backend_uri = mlflow_backend_uri
         self.config: StackConfig | None = None
         self.stack: Stack | None = None
         self.leftovers: list[str] = []
@@ -143,6 +146,7 @@ class IntegrationStack:
                 spark_connect_port=spark_port if self.spark_connect else None,
                 warm_runner=self.warm_runner,
                 airflow_db_url=db_url,
+                mlflow_backend_uri=self.mlflow_backend_uri,
                 extra_env=self.extra_env,
             )
             self.stack = Stack(self.config, echo=self.echo)
