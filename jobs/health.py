@@ -245,12 +245,13 @@ def render_chart_svg(health: dict[str, Any]) -> str:
     return svg[svg.index("<svg"):]  # inline: without the XML prolog and doctype
 
 
-def render_html(health: dict[str, Any], *, reports_url: str, api_url: str) -> str:
-    """The page of /pipeline/health: report links under `reports_url`, the JSON view at `api_url`."""
+def render_html(health: dict[str, Any], *, reports_url: str, api_url: str, lineage_url: str) -> str:
+    """The page of /pipeline/health: report links under `reports_url`, the JSON view at `api_url`, each day's
+    lineage at `lineage_url`."""
     from jobs.reports import render_page
 
     return render_page("health.html.j2", health=health, chart=render_chart_svg(health), reports_url=reports_url,
-                       api_url=api_url, generated_at=health["generated_at"])
+                       api_url=api_url, lineage_url=lineage_url, generated_at=health["generated_at"])
 
 
 def _text(health: dict[str, Any]) -> str:

@@ -67,7 +67,8 @@ def health_page(days: Days = 30, end: End = None) -> HTMLResponse:
     from jobs.health import render_html
 
     health = _health(days, end)
-    return HTMLResponse(render_html(health, reports_url=f"{URL_PREFIX}/reports", api_url=f"{URL_PREFIX}/api/health"))
+    return HTMLResponse(render_html(health, reports_url=f"{URL_PREFIX}/reports", api_url=f"{URL_PREFIX}/api/health",
+                                    lineage_url=f"{URL_PREFIX}/api/lineage"))
 
 
 @app.get("/api/health", dependencies=[Depends(get_user)])
@@ -108,6 +109,20 @@ def report(path: str = "") -> Response:
     if not keys:
         raise HTTPException(status_code=404, detail=f"no report at {lake.uri(key)}")
     return HTMLResponse(_listing(key, keys))
+
+
+@app.get("/api/lineage", dependencies=[Depends(get_user)])
+def lineage_json(ds: Annotated[dt.date, Query(description="flight date whose predictions to trace")]) -> JSONResponse:
+    """The lineage of a day's predictions (jobs.lineage): model version, training set, features, raw, landing."""
+    from jobs.lineage import NoLineage, lineage
+    from jobs.registry import MlflowUnreachable
+
+    try:
+        return JSONResponse(lineage(_lake(), ds.isoformat(), settings=_settings()))
+    except NoLineage as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except MlflowUnreachable as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from None
 
 
 @app.get("/artifact/{kind}", dependencies=[Depends(get_user)])

@@ -112,6 +112,12 @@ def health_lake(served_model: dict, root, spark) -> dict:
     return {"lake": lake, "settings": settings, "tracking_uri": uri, "version": served_model["version"]}
 
 
+@pytest.fixture(scope="session")
+def health_data(served_model, tmp_path_factory, spark):
+    """`health_lake` once per session (tests that write to it copy it first)."""
+    return health_lake(served_model, tmp_path_factory.mktemp("health"), spark)
+
+
 _TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")
 
 

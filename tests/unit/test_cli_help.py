@@ -11,7 +11,7 @@ STEPS = {
     "jobs.training_set": "jobs.training_set", "jobs.train": "jobs.train", "jobs.evaluate": "jobs.evaluate",
     "jobs.score": "jobs.score", "jobs.monitor": "jobs.monitor", "jobs.registry": "jobs.registry",
     "jobs.backtest": "jobs.backtest", "jobs.replay_report": "jobs.replay_report", "jobs.health": "jobs.health",
-    "jobs.warm": "jobs.warm",
+    "jobs.warm": "jobs.warm", "jobs.lineage": "jobs.lineage",
 }
 
 

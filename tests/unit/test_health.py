@@ -15,12 +15,12 @@ import pipeline_reports
 from airflow.api_fastapi.core_api.security import get_user
 from jobs.health import main, model_health
 from jobs.lake import Lake
-from tests.unit.conftest import health_lake, settings_with
+from tests.unit.conftest import settings_with
 
 
-@pytest.fixture(scope="module")
-def healthy(served_model, tmp_path_factory, spark):
-    return health_lake(served_model, tmp_path_factory.mktemp("health"), spark)
+@pytest.fixture
+def healthy(health_data):
+    return health_data
 
 
 @pytest.fixture
@@ -65,6 +65,12 @@ def test_the_page_shows_cards_chart_days_and_links_to_reports(page, healthy):
     assert 'href="/pipeline/reports/training/flight_delay/version=' in text
     assert 'href="/pipeline/reports/drift/2013-01-07/data_drift.html"' in text
     assert page.get("/reports/drift/2013-01-07/data_drift.html").status_code == 200, "the link resolves"
+    assert 'href="/pipeline/api/lineage?ds=2013-01-07"' in text
+    graph = page.get("/api/lineage?ds=2013-01-07").json()
+    assert graph["model"]["version"] == healthy["version"] and graph["features"]["state"] == "current"
+    missing = page.get("/api/lineage?ds=2013-03-01")
+    assert missing.status_code == 404 and "no predictions for 2013-03-01" in missing.json()["detail"]
+    assert page.get("/api/lineage?ds=../../etc").status_code == 422
 
 
 def test_the_page_says_no_model_yet_on_an_empty_registry(page, tmp_path, monkeypatch):
