@@ -53,7 +53,8 @@ _data, _training = settings().data, settings().training
 _schedule_end = end_date()
 # Who approved, recorded in the promotion's reason on the version (nothing when no approval was asked).
 APPROVAL = ("{% set answer = ti.xcom_pull(task_ids='approve') %}{% if answer %}; approved in the Airflow UI by "
-            "{{ answer.get('responded_by_user') }} at {{ answer.get('responded_at') }}{% endif %}")
+            "{{ (answer.get('responded_by_user') or {}).get('name', 'unknown') }} at {{ answer.get('responded_at') }}"
+            "{% endif %}")
 
 
 with DAG(

@@ -13,12 +13,15 @@ USER 0
 RUN install -d -o airflow -g root /opt/pipeline
 COPY --chown=airflow:root requirements.txt constraints.txt /opt/pipeline/
 USER 50000
-# Same pins as the laptop: the provider versions here are the ones the tests ran.
+# Same pins as the laptop: the provider versions here are the ones the tests ran. The plugin's pages
+# (model health, lineage, MLflow links) read the registry (mlflow-skinny) and draw charts (matplotlib);
+# the retraining policy of scheduled training runs reads the registry too.
 RUN pip install --no-cache-dir -c /opt/pipeline/constraints.txt \
       apache-airflow==3.3.2 \
       apache-airflow-providers-cncf-kubernetes==10.25.0 \
       apache-airflow-providers-standard==1.21.0 \
-      pydantic==2.14.4 PyYAML==6.0.4 boto3==1.44.8 psycopg2-binary==2.9.13 setuptools==80.10.2
+      pydantic==2.14.4 PyYAML==6.0.4 boto3==1.44.8 psycopg2-binary==2.9.13 setuptools==80.10.2 \
+      mlflow-skinny==3.17.2 matplotlib==3.11.2
 
 COPY --chown=airflow:root config /opt/pipeline/config
 COPY --chown=airflow:root pyproject.toml README.md /opt/pipeline/

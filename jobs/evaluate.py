@@ -209,8 +209,8 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
         (log.info if decision.passed else log.warning)("gate: %s", line)
     log.info("%s version %s: gate %s; model card %s", name, version, "PASSED" if decision.passed else "FAILED",
              lake.uri(f"{key}/model_card.html"))
-    return {"model_version": version, "passed": decision.passed, "reasons": decision.reasons,
-            "champion_version": champion_version, "roc_auc": scored["candidate"]["metrics"]["roc_auc"],
+    return {"model_version": version, "run_id": candidate_version.run_id, "passed": decision.passed,
+            "reasons": decision.reasons, "champion_version": champion_version, "roc_auc": scored["candidate"]["metrics"]["roc_auc"],
             "model_card_uri": lake.uri(f"{key}/model_card.html"), "model_card_key": f"{key}/model_card.html"}
 
 

@@ -71,6 +71,8 @@ def _card(lake: Lake, model: str, version: str) -> dict[str, Any] | None:
 
 def alias_cards(lake: Lake, mlflow_client: "MlflowClient", settings: "Settings") -> list[dict[str, Any]]:
     """Champion, challenger and previous: version, holdout metrics, gate decision, promotion, links."""
+    from mlflow.exceptions import MlflowException
+
     from jobs.evaluate import model_card_key
     from jobs.registry import ALIASES, alias_version
 
@@ -83,7 +85,10 @@ def alias_cards(lake: Lake, mlflow_client: "MlflowClient", settings: "Settings")
             continue
         registered = mlflow_client.get_model_version(name, version)
         tags = registered.tags or {}
-        run = mlflow_client.get_run(registered.run_id) if registered.run_id else None
+        try:
+            run = mlflow_client.get_run(registered.run_id) if registered.run_id else None
+        except MlflowException:  # the run was deleted: the version still shows, without its run's facts
+            run = None
         card = _card(lake, name, version)
         candidate = (card or {}).get("models", {}).get("candidate", {}).get("metrics", {})
         decision = (card or {}).get("decision", {})
@@ -95,7 +100,7 @@ def alias_cards(lake: Lake, mlflow_client: "MlflowClient", settings: "Settings")
             "holdout": {k: candidate.get(k) for k in ("roc_auc", "pr_auc", "log_loss", "brier")},
             "holdout_period": (card or {}).get("holdout"),
             "gate_passed": decision.get("passed", (tags.get("gate_passed") == "true") if "gate_passed" in tags else None),
-            "gate_reasons": decision.get("reasons") or [r for r in tags.get("gate_reasons", "").split("; ") if r],
+            "gate_reasons": decision.get("reasons") or [r for r in tags.get("gate_reasons", "").split(" | ") if r],
             "promoted_at": tags.get("promoted_at"), "rolled_back_at": tags.get("rolled_back_at"),
             "model_card_key": f"{model_card_key(name, version)}/model_card.html" if card else None,
             "mlflow_version_url": links.version(version),
@@ -203,18 +208,17 @@ def model_health(lake: Lake, settings: "Settings", *, mlflow_client: "MlflowClie
 
 def render_chart_svg(health: dict[str, Any]) -> str:
     """Served ROC AUC and drift share by flight date, with the days a training started and a new version served."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # A Figure of its own, not pyplot: the API server draws pages in several threads at once.
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     days = health["days"]
     if not days:
         return ""
     dates = [dt.date.fromisoformat(d["ds"]) for d in days]
     first, last = dates[0], dates[-1]
-    figure, (auc_axis, drift_axis) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    figure = Figure(figsize=(10, 5))
+    auc_axis, drift_axis = figure.subplots(2, 1, sharex=True)
     served = [(dt.date.fromisoformat(d["served_through"]), d["served_auc"]) for d in days
               if d["served_auc"] is not None and d["served_through"]]
     if served:
@@ -240,7 +244,6 @@ def render_chart_svg(health: dict[str, Any]) -> str:
     figure.tight_layout()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
-    plt.close(figure)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]  # inline: without the XML prolog and doctype
 

@@ -55,7 +55,7 @@ def artifact_url(kind: str, results: Any, *, mlflow_links: Any, experiment_of: C
                               "or skipped")
     result = results[0] if isinstance(results, list) else results
     if not isinstance(result, dict):
-        raise MissingArtifact(f"the task's result is not a step result: {str(result)[:200]}")
+        raise MissingArtifact("the task's result is not a step result")
 
     def need(field: str) -> Any:
         if not result.get(field):

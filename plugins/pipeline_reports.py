@@ -25,12 +25,15 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.security import get_user
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
 from pipeline_links import BY_KIND, LINKS, MissingArtifact, artifact_url
 
 URL_PREFIX = "/pipeline"
 SERVED_ZONE = "reports"
+REPORT_HEADERS = {"Content-Security-Policy": "sandbox allow-scripts allow-popups allow-downloads",
+                  "X-Content-Type-Options": "nosniff"}
 
 app = FastAPI(title="Pipeline reports", description="Reports from the lake's reports/ zone.")
 
@@ -48,7 +51,8 @@ def _settings():
 
 
 Days = Annotated[int, Query(ge=1, le=366, description="served days shown, ending at `end` (1..366)")]
-End = Annotated[dt.date | None, Query(description="last flight date shown (default: the newest monitored)")]
+End = Annotated[dt.date | None, Query(ge=dt.date(1900, 1, 1), le=dt.date(2999, 12, 31),
+                                     description="last flight date shown (default: the newest monitored)")]
 
 
 def _health(days: int, end: dt.date | None) -> dict[str, Any]:
@@ -104,7 +108,9 @@ def report(path: str = "") -> Response:
     lake = _lake()
     if key != SERVED_ZONE and not path.endswith("/") and lake.exists(key):
         media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        return Response(lake.read_bytes(key), media_type=media_type)
+        # Reports carry upstream values and their own scripts: they run sandboxed, in an origin of their own,
+        # never with the viewer's Airflow session.
+        return Response(lake.read_bytes(key), media_type=media_type, headers=REPORT_HEADERS)
     keys = lake.list(key)
     if not keys:
         raise HTTPException(status_code=404, detail=f"no report at {lake.uri(key)}")
@@ -117,16 +123,25 @@ def lineage_json(ds: Annotated[dt.date, Query(description="flight date whose pre
     from jobs.lineage import NoLineage, lineage
     from jobs.registry import MlflowUnreachable
 
+    from mlflow.exceptions import MlflowException
+
     try:
         return JSONResponse(lineage(_lake(), ds.isoformat(), settings=_settings()))
     except NoLineage as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except MlflowUnreachable as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from None
+    except MlflowException as exc:  # the version that scored the day is gone from the registry
+        raise HTTPException(status_code=404, detail=f"lineage of {ds}: {exc.message[:300]}") from None
 
 
-@app.get("/artifact/{kind}", dependencies=[Depends(get_user)])
-def artifact(kind: str, session: SessionDep, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Response:
+NonEmpty = Annotated[str, Query(min_length=1, max_length=250)]
+
+
+# Reading a task's result needs the right to read that DAG's XComs (the dag_id of the query).
+@app.get("/artifact/{kind}", dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))])
+def artifact(kind: str, session: SessionDep, dag_id: NonEmpty, run_id: NonEmpty, task_id: NonEmpty,
+             map_index: int = -1) -> Response:
     """Redirect to what one task instance made (its extra link's target), read from its result."""
     from airflow.models.xcom import XComModel
     from jobs.health import mlflow_links
@@ -139,13 +154,23 @@ def artifact(kind: str, session: SessionDep, dag_id: str, run_id: str, task_id: 
     settings = _settings()
 
     def experiment_of(mlflow_run_id: str) -> str | None:
-        from jobs.registry import client
+        from mlflow.exceptions import MlflowException
 
-        return client(settings.mlflow.tracking_uri).get_run(mlflow_run_id).info.experiment_id
+        from jobs.registry import MlflowUnreachable, client
+
+        try:
+            return client(settings.mlflow.tracking_uri).get_run(mlflow_run_id).info.experiment_id
+        except MlflowUnreachable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        except MlflowException:
+            raise MissingArtifact(f"MLflow has no run {mlflow_run_id} (deleted?)") from None
 
     try:
         target = artifact_url(kind, results, mlflow_links=mlflow_links(settings), experiment_of=experiment_of)
     except MissingArtifact as exc:
+        if kind == "data-docs" and results is None and task_id.endswith(".validate_and_publish"):
+            # A rejected delivery has no result, but its Data Docs were written: the feed's reports by date.
+            return RedirectResponse(f"{URL_PREFIX}/reports/validation/{task_id.split('.', 1)[0]}/", status_code=307)
         raise HTTPException(status_code=404, detail=f"{dag_id} / {run_id} / {task_id}: {exc}") from None
     return RedirectResponse(target, status_code=307)
 

@@ -115,7 +115,7 @@ def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui
     champion = alias_version(registry, "flight_delay", CHAMPION)
     assert champion is not None and champion != version
     reason = registry.get_model_version("flight_delay", champion).tags["promotion_reason"]
-    assert "approved in the Airflow UI by" in reason and "admin" in reason, reason
+    assert "approved in the Airflow UI by admin at" in reason, reason
     mails = browser_stack["inbox"].wait_for(1, timeout_s=60)
     promoted = [mail for mail in mails if f"champion promoted to version {champion}" in mail.subject]
     assert promoted and promoted[0].to == ["oncall@pipeline.test"], [mail.subject for mail in mails]
@@ -126,6 +126,9 @@ def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui
     response = httpx.get(url + links["Model card"], headers={"Authorization": f"Bearer {client.token()}"},
                          follow_redirects=True)
     assert response.status_code == 200 and f"version={champion}/model_card.html" in str(response.url)
+    mlflow_run = httpx.get(url + links["MLflow run"], headers={"Authorization": f"Bearer {client.token()}"})
+    run_of_version = registry.get_model_version("flight_delay", champion).run_id
+    assert mlflow_run.status_code == 307 and mlflow_run.headers["location"].endswith(f"/runs/{run_of_version}")
 
 
 def _state(client, run_id: str, task_id: str) -> str | None:

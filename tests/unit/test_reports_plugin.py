@@ -109,3 +109,24 @@ def test_mlflow_links_need_a_web_address():
     with pytest.raises(pipeline_links.MissingArtifact, match="mlflow.ui_url"):
         pipeline_links.artifact_url("model-version", [{"model_version": "1"}], mlflow_links=links,
                                     experiment_of=lambda run_id: None)
+
+
+def test_every_route_of_the_plugin_needs_a_login(local_lake, monkeypatch):
+    """No page, report, lineage or artifact of the plugin answers without an Airflow login."""
+    monkeypatch.setattr(pipeline_reports, "_lake", lambda: local_lake)
+    paths = {route.path for route in pipeline_reports.app.routes if getattr(route, "endpoint", None) and
+             route.path not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")}
+    assert {"/reports/{path:path}", "/health", "/api/health", "/api/lineage", "/artifact/{kind}"} <= paths
+    client = TestClient(pipeline_reports.app)
+    for path in paths:
+        url = path.replace("{path:path}", "x").replace("{kind}", "model-card")
+        assert client.get(url, params={"ds": "2013-01-07", "dag_id": "d", "run_id": "r", "task_id": "t"}
+                          ).status_code == 401, path
+
+
+def test_reports_are_served_sandboxed(client, lake):
+    lake.write_text("reports/drift/2013-01-07/data_drift.html", "<script>fetch('/api/v2/dags')</script>")
+    response = client.get("/reports/drift/2013-01-07/data_drift.html")
+    assert response.headers["content-security-policy"].startswith("sandbox")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
