@@ -42,6 +42,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.approval import record_approval
 from common.notify import task_callback
 from common.params import optional_date
 from common.steps import pipeline_step
@@ -51,6 +52,7 @@ _data, _training = settings().data, settings().training
 # The schedule stops at the data's end (or the replay clock's): no end_date on the DAG, which would also
 # make a manual run from the UI (logical date: now) an empty run that "succeeds" without a task.
 _schedule_end = end_date()
+_failure_callbacks = [c for c in [default_args().get("on_failure_callback")] if c]
 # Who approved, recorded in the promotion's reason on the version (nothing when no approval was asked).
 APPROVAL = ("{% set answer = ti.xcom_pull(task_ids='approve') %}{% if answer %}; approved in the Airflow UI by "
             "{{ (answer.get('responded_by_user') or {}).get('name', 'unknown') }} at {{ answer.get('responded_at') }}"
@@ -166,6 +168,8 @@ with DAG(
         body=(f"The gate passed: {{{{ {gate}['reasons'] | join('; ') }}}}.\n\n"
               f"[Model card of version {version}](/pipeline/{{{{ {gate}['model_card_key'] }}}})"),
         response_timeout=dt.timedelta(days=3),
+        on_success_callback=record_approval,
+        on_failure_callback=[record_approval, *_failure_callbacks],
     )
     skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")
     promote = pipeline_step(

@@ -190,6 +190,24 @@ def promote(mlflow_client: "MlflowClient", name: str, version: str, reason: str)
     return AliasChange("promote", name, version, old, old, reason)
 
 
+APPROVAL_OUTCOMES = ("approved", "rejected", "timed_out", "failed")
+
+
+def record_approval(mlflow_client: "MlflowClient", name: str, version: str, outcome: str, by: str | None = None,
+                    at: str | None = None, detail: str = "") -> dict[str, str]:
+    """A person's answer to "promote this version?" (delay_model_training's `approve`), as tags on the version:
+    `approval` (approved, rejected, timed_out, failed), `approval_by`, `approval_at`, `approval_detail`."""
+    if outcome not in APPROVAL_OUTCOMES:
+        raise RegistryError(f"unknown approval outcome {outcome!r}: one of {', '.join(APPROVAL_OUTCOMES)}")
+    mlflow_client.get_model_version(name, str(version))  # fails naming it when it does not exist
+    tags = {"approval": outcome, "approval_by": by or "-", "approval_at": at or _now(), "approval_detail": detail[:5000]}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
+    (log.info if outcome == "approved" else log.warning)("%s version %s: %s by %s at %s %s", name, version, outcome,
+                                                          tags["approval_by"], tags["approval_at"], detail)
+    return tags
+
+
 def rollback(mlflow_client: "MlflowClient", name: str, reason: str) -> AliasChange:
     """`champion` -> `previous`, and `previous` -> the version rolled back from."""
     current = alias_version(mlflow_client, name, CHAMPION)

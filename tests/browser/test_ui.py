@@ -116,6 +116,8 @@ def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui
     assert champion is not None and champion != version
     reason = registry.get_model_version("flight_delay", champion).tags["promotion_reason"]
     assert "approved in the Airflow UI by admin at" in reason, reason
+    tags = registry.get_model_version("flight_delay", champion).tags
+    assert (tags["approval"], tags["approval_by"]) == ("approved", "admin"), tags
     mails = browser_stack["inbox"].wait_for(1, timeout_s=60)
     promoted = [mail for mail in mails if f"champion promoted to version {champion}" in mail.subject]
     assert promoted and promoted[0].to == ["oncall@pipeline.test"], [mail.subject for mail in mails]

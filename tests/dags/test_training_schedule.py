@@ -93,3 +93,24 @@ def test_a_manual_run_at_the_wall_clocks_date_has_every_task(load_dag):
     """The UI's trigger form proposes now as the logical date: the run must get its tasks (no DAG end_date)."""
     dag = load_dag("delay_model_training")
     assert dag.end_date is None and all(task.end_date is None for task in dag.tasks)
+
+
+@pytest.mark.parametrize("answer, error, expected", [
+    ({"chosen_options": ["Approve"], "responded_by_user": {"id": "1", "name": "admin"},
+      "responded_at": "2026-12-06T19:00:00+00:00"}, None, ("approved", "admin", "2026-12-06T19:00:00+00:00")),
+    ({"chosen_options": ["Reject"], "responded_by_user": {"id": "2", "name": "bob"}, "responded_at": "t"}, None,
+     ("rejected", "bob", "t")),
+    (None, TimeoutError("HITL response timeout after 3 days"), ("timed_out", None, None)),
+    (None, RuntimeError("the worker died"), ("failed", None, None)),
+])
+def test_the_approve_tasks_answer_becomes_an_outcome(answer, error, expected):
+    from common.approval import approval_outcome
+
+    assert approval_outcome(answer, error)[:3] == expected
+
+
+def test_the_approve_task_records_its_answer_either_way(load_dag):
+    from common.approval import record_approval
+
+    approve = load_dag("delay_model_training").get_task("approve")
+    assert record_approval in approve.on_success_callback and record_approval in approve.on_failure_callback

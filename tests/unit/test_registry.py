@@ -65,3 +65,18 @@ def test_promoting_an_unknown_version_fails(registry, name):
 def test_an_unreachable_server_is_named():
     with pytest.raises(MlflowUnreachable, match=r"http://127\.0\.0\.1:9 is unreachable"):
         client("http://127.0.0.1:9")
+
+
+def test_an_approval_answer_is_recorded_on_the_version_and_moves_no_alias(registry, name):
+    from jobs.registry import record_approval
+
+    record_approval(registry, name, "2", "rejected", "alice", "2013-03-05T09:00:00+00:00", "chose Reject")
+    tags = registry.get_model_version(name, "2").tags
+    assert (tags["approval"], tags["approval_by"], tags["approval_detail"]) == ("rejected", "alice", "chose Reject")
+    assert aliases(registry, name)["champion"] is None
+    record_approval(registry, name, "3", "timed_out", detail="HITLTimeoutError: no answer in 3 days")
+    assert registry.get_model_version(name, "3").tags["approval"] == "timed_out"
+    with pytest.raises(RegistryError, match="unknown approval outcome 'maybe'"):
+        record_approval(registry, name, "1", "maybe")
+    with pytest.raises(Exception, match="9"):
+        record_approval(registry, name, "9", "approved")

@@ -1,0 +1,41 @@
+"""What a person answered at delay_model_training's `approve`, recorded on the candidate version in MLflow.
+
+The callbacks of the `approve` task (ApprovalOperator): on success the answer is in its result
+(`chosen_options`, `responded_by_user`, `responded_at`): Approve or Reject; on failure the wait timed
+out (response_timeout) or the task failed. Either way the version says so (jobs.registry.record_approval),
+so the registry shows why a candidate that passed the gate did or did not become champion.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def approval_outcome(answer: Any, error: BaseException | None) -> tuple[str, str | None, str | None, str]:
+    """(outcome, by, at, detail) from the approve task's result or its error."""
+    if answer:
+        chosen = (answer.get("chosen_options") or ["?"])[0]
+        user = answer.get("responded_by_user") or {}
+        outcome = {"Approve": "approved", "Reject": "rejected"}.get(chosen, "failed")
+        return outcome, user.get("name"), str(answer.get("responded_at") or "") or None, f"chose {chosen}"
+    text = f"{type(error).__name__}: {error}" if error is not None else "no answer"
+    return ("timed_out" if "timeout" in text.lower() or "timed out" in text.lower() else "failed"), None, None, text
+
+
+def record_approval(context: dict[str, Any]) -> None:
+    """on_success_callback and on_failure_callback of `approve`: never raises (the answer stands either way)."""
+    ti = context["ti"]
+    try:
+        version = ti.xcom_pull(task_ids="train")[0]["model_version"]
+        answer = ti.xcom_pull(task_ids="approve") if context.get("exception") is None else None
+        outcome, by, at, detail = approval_outcome(answer, context.get("exception"))
+        from jobs.registry import client, record_approval as record
+        from jobs.settings import get_settings
+
+        settings = get_settings()
+        record(client(settings.mlflow.tracking_uri), settings.mlflow.model_name, version, outcome, by, at,
+               f"{detail}; airflow run {context.get('run_id', '')}")
+    except Exception:  # noqa: BLE001 - a callback must not change the task's outcome
+        log.exception("could not record the approval on the candidate version")
