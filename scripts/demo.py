@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Airflow UI + REST API  {config.airflow_url}   login {user} / {password}")
     print(f"MLflow                 {config.mlflow_url}  (experiments flight_delay_training, flight_delay_monitoring)")
     print(f"Lake                   {config.lake_root}")
+    print(f"Model health           {config.airflow_url}/pipeline/health (Browse > Model health)")
     print(f"Drift reports          {config.airflow_url}/pipeline/reports/drift/ (Browse > Pipeline reports)")
     print(f"Model cards            {config.airflow_url}/pipeline/reports/training/flight_delay/")
     print()
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"then clear flights_ingest > {shown_last} > schedule.validate_and_publish: it fails red naming the")
     print("duplicated flights, quarantines the file and keeps the good raw partition. Trigger again with")
     print('"redeliver": true (and no corruption), clear the task: it publishes. `make stop` stops everything.')
+    print(f"Trace a prediction to its landing files: python -m jobs.lineage --ds {shown_last}")
     return 0 if trained_after(state, args.after) else 1
 
 
