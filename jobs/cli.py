@@ -13,3 +13,10 @@ def step_parser(module: str, description: str, *examples: str) -> argparse.Argum
     epilog = "examples:\n" + "\n".join(f"  {prog} {example}" for example in examples) if examples else None
     return argparse.ArgumentParser(prog=prog, description=description.strip(), epilog=epilog,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def model_version(text: str) -> str:
+    """An argparse type: a registered model version is a positive integer ("7"), refused before MLflow is asked."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a model version is a positive integer, not {text!r}")
+    return str(int(text))

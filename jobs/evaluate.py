@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobs.cli import step_parser
+from jobs.cli import model_version, step_parser
 
 if TYPE_CHECKING:
     import numpy as np
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = step_parser("jobs.evaluate", "Score a candidate version, its baseline and the champion on the "
                          "holdout; run the gate; write the model card.", "--version 7")
-    parser.add_argument("--version", required=True, help="candidate model version (from jobs.train)")
+    parser.add_argument("--version", required=True, type=model_version, help="candidate model version (from jobs.train)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -28,7 +28,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobs.cli import step_parser
+from jobs.cli import model_version, step_parser
 from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="print the aliases")
     up = commands.add_parser("promote", help="make a version the champion")
-    up.add_argument("--version", required=True)
+    up.add_argument("--version", required=True, type=model_version, help="the version to promote, e.g. 7")
     up.add_argument("--reason", required=True)
     back = commands.add_parser("rollback", help="champion back to previous")
     back.add_argument("--reason", required=True)

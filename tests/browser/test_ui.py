@@ -138,3 +138,16 @@ def _state(client, run_id: str, task_id: str) -> str | None:
         if task["task_id"] == task_id:
             return task["state"]
     return None
+
+
+@pytest.mark.parametrize("conf, named", [({"train_start": "../../etc/passwd"}, "train_start"),
+                                          ({"epochs": -1}, "epochs"), ({"holdout_end": "2014-01-01"}, "holdout_end")])
+def test_the_rest_api_refuses_a_bad_trigger_before_any_run_exists(browser_stack, conf, named):
+    from scripts.airflow_api import AirflowAPIError
+
+    client = browser_stack["client"]
+    before = {run["dag_run_id"] for run in client.list_runs("delay_model_training")}
+    with pytest.raises(AirflowAPIError) as refused:
+        client.trigger("delay_model_training", conf=conf)
+    assert refused.value.status_code == 400 and named in str(refused.value)
+    assert {run["dag_run_id"] for run in client.list_runs("delay_model_training")} == before
