@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
+from typing import Any
 
 
 def step_parser(module: str, description: str, *examples: str) -> argparse.ArgumentParser:
@@ -20,3 +23,9 @@ def model_version(text: str) -> str:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a model version is a positive integer, not {text!r}")
     return str(int(text))
+
+
+def print_view(view: Any, as_json: bool, as_text: Callable[[Any], str]) -> int:
+    """Print a read-only command's result, as JSON (--json) or as text; its exit code: 0."""
+    print(json.dumps(view, indent=2, default=str) if as_json else as_text(view))
+    return 0

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import logging
 import re
 import sys
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from jobs.cli import step_parser
+from jobs.cli import print_view, step_parser
 from jobs.lake import Lake, report_key
 
 if TYPE_CHECKING:
@@ -299,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except MlflowUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(health, indent=2, default=str) if args.json else _text(health))
-    return 0
+    return print_view(health, args.json, _text)
 
 
 if __name__ == "__main__":

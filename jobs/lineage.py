@@ -15,12 +15,11 @@ not assume the lake stood still.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from jobs.cli import step_parser
+from jobs.cli import print_view, step_parser
 from jobs.lake import Lake, PartitionNotFound
 
 if TYPE_CHECKING:
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except MlflowUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(graph, indent=2, default=str) if args.json else _text(graph))
-    return 0
+    return print_view(graph, args.json, _text)
 
 
 if __name__ == "__main__":
