@@ -86,7 +86,9 @@ class AirflowClient:
     >>> client.wait_for_run("flights_ingest", run["dag_run_id"], timeout=900)
     """
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0):
+    # Longer than the local stack's SQLite busy timeout (30 s): a call that waited for the write lock
+    # still gets its answer (a read timeout on a POST would leave the caller not knowing what happened).
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 120.0):
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
