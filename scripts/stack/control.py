@@ -167,7 +167,7 @@ class Stack:
     def admin_credentials(self, timeout: float = 0.0) -> tuple[str, str]:
         return get_admin_credentials(self.config, timeout=timeout)
 
-    def client(self, timeout: float = 30.0) -> AirflowClient:
+    def client(self, timeout: float = 120.0) -> AirflowClient:
         """A REST client logged in as the admin user."""
         user, password = self.admin_credentials()
         return AirflowClient(self.config.airflow_url, user, password, timeout=timeout)
