@@ -193,6 +193,17 @@ def promote(mlflow_client: "MlflowClient", name: str, version: str, reason: str)
 APPROVAL_OUTCOMES = ("approved", "rejected", "timed_out", "failed")
 
 
+def approval_outcome(answer: Any, error: BaseException | None) -> tuple[str, str | None, str | None, str]:
+    """(outcome, by, at, detail) from the approve task's result or its error."""
+    if answer:
+        chosen = (answer.get("chosen_options") or ["?"])[0]
+        user = answer.get("responded_by_user") or {}
+        outcome = {"Approve": "approved", "Reject": "rejected"}.get(chosen, "failed")
+        return outcome, user.get("name"), str(answer.get("responded_at") or "") or None, f"chose {chosen}"
+    text = f"{type(error).__name__}: {error}" if error is not None else "no answer"
+    return ("timed_out" if "timeout" in text.lower() or "timed out" in text.lower() else "failed"), None, None, text
+
+
 def record_approval(mlflow_client: "MlflowClient", name: str, version: str, outcome: str, by: str | None = None,
                     at: str | None = None, detail: str = "") -> dict[str, str]:
     """A person's answer to "promote this version?" (delay_model_training's `approve`), as tags on the version:

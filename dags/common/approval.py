@@ -13,26 +13,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def approval_outcome(answer: Any, error: BaseException | None) -> tuple[str, str | None, str | None, str]:
-    """(outcome, by, at, detail) from the approve task's result or its error."""
-    if answer:
-        chosen = (answer.get("chosen_options") or ["?"])[0]
-        user = answer.get("responded_by_user") or {}
-        outcome = {"Approve": "approved", "Reject": "rejected"}.get(chosen, "failed")
-        return outcome, user.get("name"), str(answer.get("responded_at") or "") or None, f"chose {chosen}"
-    text = f"{type(error).__name__}: {error}" if error is not None else "no answer"
-    return ("timed_out" if "timeout" in text.lower() or "timed out" in text.lower() else "failed"), None, None, text
-
-
 def record_approval(context: dict[str, Any]) -> None:
     """on_success_callback and on_failure_callback of `approve`: never raises (the answer stands either way)."""
     ti = context["ti"]
     try:
         version = ti.xcom_pull(task_ids="train")[0]["model_version"]
         answer = ti.xcom_pull(task_ids="approve") if context.get("exception") is None else None
-        outcome, by, at, detail = approval_outcome(answer, context.get("exception"))
-        from jobs.registry import client, record_approval as record
+        from jobs.registry import approval_outcome, client, record_approval as record
         from jobs.settings import get_settings
+
+        outcome, by, at, detail = approval_outcome(answer, context.get("exception"))
 
         settings = get_settings()
         record(client(settings.mlflow.tracking_uri), settings.mlflow.model_name, version, outcome, by, at,

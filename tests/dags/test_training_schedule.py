@@ -104,7 +104,7 @@ def test_a_manual_run_at_the_wall_clocks_date_has_every_task(load_dag):
     (None, RuntimeError("the worker died"), ("failed", None, None)),
 ])
 def test_the_approve_tasks_answer_becomes_an_outcome(answer, error, expected):
-    from common.approval import approval_outcome
+    from jobs.registry import approval_outcome
 
     assert approval_outcome(answer, error)[:3] == expected
 
