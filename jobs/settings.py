@@ -2,9 +2,18 @@
 
 `config/settings.yaml` holds every path, threshold, image tag and schedule once;
 the overlay `config/overlays/$PIPELINE_ENV.yaml` is deep-merged over it, then
-`PIPELINE__SECTION__KEY` variables from the environment (see env_overrides), and
+`PIPELINE__SECTION__KEY` variables from the environment (EnvironmentSource), and
 the result is validated by the typed model below. A wrong key or value fails at load
 with its dotted path and the file(s) that set it.
+
+The sources are pydantic-settings' (`Settings.settings_customise_sources`: its YAML file
+source and its environment source with `env_prefix="PIPELINE__"`, `env_nested_delimiter="__"`).
+Kept as our own, because the library's would lose a message or the behaviour:
+- the file's name in "not valid YAML" / "not a mapping" (the library raises bare YAML errors);
+- values parsed as YAML, not JSON (`PIPELINE__NOTIFICATIONS__TO='[you@example.org]'`, README);
+- an unknown section (`PIPELINE__NOPE__X`) refused by name (the library drops it silently);
+- `LAKE_ROOT` and `MLFLOW_TRACKING_URI`, which set a key of a section;
+- `_describe`: which source set each bad key (the library reports the merged values only).
 
 This module is imported by DAG files at parse time, so it stays light: YAML and
 pydantic only, no I/O beyond reading the two files.
@@ -14,12 +23,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               YamlConfigSettingsSource)
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from jobs.gate import GatePolicy
 from jobs.retrain import RetrainPolicy
@@ -29,6 +42,7 @@ CONFIG_DIR = REPO_ROOT / "config"
 BASE_FILE = CONFIG_DIR / "settings.yaml"
 OVERLAY_DIR = CONFIG_DIR / "overlays"
 DEFAULT_ENV = "local"
+ENV_PREFIX = "PIPELINE__"
 
 FEEDS = ("schedule", "weather", "flights")
 Feed = Literal["schedule", "weather", "flights"]
@@ -394,7 +408,12 @@ class NotificationSettings(_Strict):
         return self.enabled and event in self.events
 
 
-class Settings(_Strict):
+class Settings(BaseSettings):
+    """Every section, from the sources of settings_customise_sources; load with load_settings/get_settings."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      env_ignore_empty=True, env_parse_none_str="null")
+
     env: str
     lake: LakeSettings
     data: DataSettings
@@ -412,6 +431,13 @@ class Settings(_Strict):
     retraining: RetrainPolicy
     notifications: NotificationSettings = NotificationSettings()
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        """First wins: the arguments (env), the environment, the overlay, the base file (no .env, no secrets dir)."""
+        env = init_settings.init_kwargs["env"]
+        return init_settings, *(source for _, source in _sources(settings_cls, env, _config_dir.get()))
+
     @property
     def lake_root(self) -> str:
         """The lake root as a URI or absolute path (relative roots hang off the repo)."""
@@ -422,24 +448,59 @@ class Settings(_Strict):
         return str(path if path.is_absolute() else (REPO_ROOT / path).resolve())
 
 
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+class _YamlFile(YamlConfigSettingsSource):
+    """One settings file; a file that is not YAML, or not a mapping, fails naming it."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:  # type: ignore[override]
+        try:
+            content = super()._read_file(file_path)
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{file_path}: not valid YAML: {exc}") from exc
+        if not isinstance(content, dict):
+            raise SettingsError(f"{file_path}: top level must be a mapping, got {type(content).__name__}")
+        return content
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        content = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(content, dict):
-        raise SettingsError(f"{path}: top level must be a mapping, got {type(content).__name__}")
-    return content
+# Variables that set one key each, for the tools that already know them (MLflow, the stack).
+ENV_ALIASES = {"LAKE_ROOT": ("lake", "root"), "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri")}
+
+
+class EnvironmentSource(EnvSettingsSource):
+    """`PIPELINE__SECTION__KEY=value` sets `section.key`, the value parsed as YAML (so
+    `PIPELINE__NOTIFICATIONS__TO='[you@example.org]'`); ENV_ALIASES' variables their key.
+    A section that does not exist is kept, so that validation refuses it by name."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{field_name}: not valid YAML: {exc}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        tree = super().__call__()
+        for name, value in self.env_vars.items():  # lower-cased, empty ones left out
+            section = name.removeprefix(self.env_prefix.lower()).split(self.env_nested_delimiter)[0]
+            if name.startswith(self.env_prefix.lower()) and section not in self.settings_cls.model_fields:
+                tree[section] = value
+        for variable, (section, key) in ENV_ALIASES.items():
+            if os.environ.get(variable):
+                tree.setdefault(section, {})[key] = os.environ[variable]
+        return tree
+
+
+ENVIRONMENT = f"the environment ({ENV_PREFIX}* / {' / '.join(ENV_ALIASES)})"
+_config_dir: ContextVar[Path] = ContextVar("config_dir", default=CONFIG_DIR)
+
+
+def _sources(settings_cls: type[BaseSettings], env: str,
+             config_dir: Path) -> list[tuple[str, PydanticBaseSettingsSource]]:
+    """(name, source) of each source but the arguments, first wins: the names blame a bad key's source."""
+    overlay_file = config_dir / "overlays" / f"{env}.yaml"
+    if not overlay_file.exists():
+        known = sorted(p.stem for p in (config_dir / "overlays").glob("*.yaml"))
+        raise SettingsError(f"PIPELINE_ENV={env!r}: no overlay {overlay_file} (known: {', '.join(known)})")
+    return [(ENVIRONMENT, EnvironmentSource(settings_cls)), (str(overlay_file), _YamlFile(settings_cls, overlay_file)),
+            (str(config_dir / "settings.yaml"), _YamlFile(settings_cls, config_dir / "settings.yaml"))]
 
 
 _MISSING = object()
@@ -459,18 +520,18 @@ def _lookup(tree: Any, loc: tuple[Any, ...]) -> Any:
     return tree
 
 
-def _describe(exc: ValidationError, sources: list[tuple[Path | str, dict[str, Any]]]) -> str:
+def _describe(exc: ValidationError, sources: list[tuple[str, dict[str, Any]]]) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         dotted = ".".join(str(part) for part in loc)
         origin = []
-        # Overlay first: a mapping it sets merges with the base's, any other value replaces it.
-        for path, tree in sources:
+        # First source first: a mapping it sets merges with the next one's, any other value replaces it.
+        for name, tree in sources:
             value = _lookup(tree, loc)
             if value is _MISSING:
                 continue
-            origin.append(str(path))
+            origin.append(name)
             if not isinstance(value, dict):
                 break
         where = f" (set in {', '.join(origin)})" if origin else ""
@@ -482,55 +543,16 @@ def load_settings(env: str | None = None, config_dir: Path | None = None) -> Set
     """Load and validate settings for `env` (default: $PIPELINE_ENV or 'local')."""
     env = env or os.environ.get("PIPELINE_ENV") or DEFAULT_ENV
     config_dir = config_dir or CONFIG_DIR
-    base_file = config_dir / "settings.yaml"
-    overlay_file = config_dir / "overlays" / f"{env}.yaml"
-    if not overlay_file.exists():
-        known = sorted(p.stem for p in (config_dir / "overlays").glob("*.yaml"))
-        raise SettingsError(f"PIPELINE_ENV={env!r}: no overlay {overlay_file} (known: {', '.join(known)})")
-    base, overlay = _read_yaml(base_file), _read_yaml(overlay_file)
-    from_env = env_overrides(os.environ)
-    merged = _deep_merge(_deep_merge(base, overlay), from_env)
-    merged["env"] = env
+    token = _config_dir.set(config_dir)
     try:
-        return Settings.model_validate(merged)
+        return Settings(env=env)
     except ValidationError as exc:
-        sources = [("the environment (PIPELINE__* / LAKE_ROOT / MLFLOW_TRACKING_URI)", from_env),
-                   (overlay_file, overlay), (base_file, base)]
+        sources = [(name, source()) for name, source in _sources(Settings, env, config_dir)]
         raise SettingsError(_describe(exc, sources)) from None
-
-
-ENV_PREFIX = "PIPELINE__"
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Settings from the environment, applied over the files.
-
-    `PIPELINE__SECTION__KEY=value` sets `section.key` (value parsed as YAML, so
-    `PIPELINE__AIRFLOW__END_DATE=2013-01-31` or `PIPELINE__INGEST__MAX_BAD_ROW_FRACTION=0.05`);
-    `LAKE_ROOT` and `MLFLOW_TRACKING_URI` set `lake.root` and `mlflow.tracking_uri`.
-    """
-    tree: dict[str, Any] = {}
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or not environ[name]:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
-        if not all(path):
-            raise SettingsError(f"{name}: empty key segment in the variable name")
-        try:
-            value = yaml.safe_load(environ[name])
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{name}: not a valid value: {exc}") from None
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise SettingsError(f"{name}: {'.'.join(path)} conflicts with another PIPELINE__ variable")
-        node[path[-1]] = value
-    if environ.get("LAKE_ROOT"):
-        tree.setdefault("lake", {})["root"] = environ["LAKE_ROOT"]
-    if environ.get("MLFLOW_TRACKING_URI"):
-        tree.setdefault("mlflow", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
-    return tree
+    except PydanticSettingsError as exc:  # a variable's value that is not YAML
+        raise SettingsError(f"{ENVIRONMENT}: {exc}: {exc.__cause__}") from None
+    finally:
+        _config_dir.reset(token)
 
 
 @lru_cache(maxsize=8)
@@ -541,6 +563,6 @@ def _cached(env: str, overrides: tuple[tuple[str, str], ...]) -> Settings:
 def get_settings() -> Settings:
     """Settings for the current process, cached per environment (PIPELINE_ENV and overrides)."""
     overrides = tuple(
-        sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX) or k in ("LAKE_ROOT", "MLFLOW_TRACKING_URI"))
+        sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX) or k in ENV_ALIASES)
     )
     return _cached(os.environ.get("PIPELINE_ENV") or DEFAULT_ENV, overrides)
