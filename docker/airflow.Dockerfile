@@ -20,6 +20,7 @@ RUN pip install --no-cache-dir -c /opt/pipeline/constraints.txt \
       apache-airflow==3.3.2 \
       apache-airflow-providers-cncf-kubernetes==10.25.0 \
       apache-airflow-providers-standard==1.21.0 \
+      apache-airflow-providers-openlineage==2.20.3 \
       pydantic==2.14.4 pydantic-settings==2.16.3 PyYAML==6.0.4 boto3==1.44.8 psycopg2-binary==2.9.13 setuptools==80.10.2 \
       mlflow-skinny==3.17.2 matplotlib==3.11.2
 

@@ -47,11 +47,29 @@ class StepResultsMixin:
     """Turns a step's results into XCom references and Asset events."""
 
     asset_events: AssetEventFn | None
+    _step_results: list[dict[str, Any]] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """What the step read and wrote, for Airflow's OpenLineage provider: the graph `python -m jobs.lineage`
+        walks, from the step's results and the manifests of its writes (jobs/lineage_events.py)."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from jobs.lake import Lake
+        from jobs.lineage_events import step_lineage
+        from jobs.settings import get_settings
+
+        settings = get_settings()
+        lineage = step_lineage(self._step_results or [], Lake.from_settings(settings), settings.mlflow.tracking_uri,
+                               settings.mlflow.model_name)
+        return OperatorLineage(inputs=[Dataset(namespace=ns, name=name) for ns, name in lineage.inputs],
+                               outputs=[Dataset(namespace=ns, name=name) for ns, name in lineage.outputs])
 
     def publish_results(self, context: Any, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One Asset event per partition key. Airflow gives a task one `extra` per asset, shared by
         all its partition keys: a result's own extra when it is alone, else
         `{"partitions": {key: extra}, "warnings": [...]}` (a range run of the features step)."""
+        self._step_results = results
         if self.asset_events is None:
             return results
         by_asset: dict[Any, list[tuple[str, dict[str, Any]]]] = {}

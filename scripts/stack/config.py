@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jobs.warm import WARM_SOCKET_ENV
+
+# The OpenLineage namespace of this pipeline's jobs (DAGs and tasks).
+OPENLINEAGE_NAMESPACE = "flight_delay_pipeline"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_MARK = "PIPELINE_STACK_HOME"
@@ -127,6 +131,11 @@ class StackConfig:
         return self.airflow_home / "logs"
 
     @property
+    def openlineage_dir(self) -> Path:
+        """Where Airflow's OpenLineage provider writes each event (a file transport: one JSON file an event)."""
+        return self.airflow_home / "openlineage"
+
+    @property
     def passwords_file(self) -> Path:
         """Where SimpleAuthManager writes the generated admin password."""
         return self.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -214,6 +223,11 @@ class StackConfig:
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "2",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
                 "AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False",
+                # Lineage of every task, as OpenLineage events in files here; a team's lineage server
+                # (Marquez, DataHub, ...) gets them with an http transport instead (docs/deploy.md).
+                "AIRFLOW__OPENLINEAGE__NAMESPACE": OPENLINEAGE_NAMESPACE,
+                "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                    {"type": "file", "log_file_path": str(self.openlineage_dir / "event")}),
             }
         )
         if self.warm_runner:

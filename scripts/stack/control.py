@@ -79,7 +79,8 @@ class Stack:
             self._clear_state()
             self._check_environment()
             started = time.monotonic()
-            for folder in (config.airflow_home, config.log_dir, config.mlflow_home, config.mlflow_artifacts):
+            for folder in (config.airflow_home, config.log_dir, config.openlineage_dir, config.mlflow_home,
+                           config.mlflow_artifacts):
                 folder.mkdir(parents=True, exist_ok=True)
             if "://" not in config.lake_root:
                 Path(config.lake_root).mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,55 @@ def test_the_cli_prints_the_chain_and_names_a_missing_start(lake_copy, monkeypat
     assert f"features/flights/date={DAY}" in out and "<- model flight_delay v" in out
     assert main(["--ds", "2013-03-01"]) == 3
     assert "no predictions for 2013-03-01" in capsys.readouterr().err
+
+
+def test_the_openlineage_datasets_of_each_step_are_the_links_of_the_lineage(lake_copy, health_data):
+    """What the step operators give Airflow's OpenLineage provider (jobs.lineage_events) for the results each
+    step reports: its writes as outputs, what those writes read (their manifests) as inputs."""
+    from jobs.features import features_key
+    from jobs.lake import raw_key
+    from jobs.lineage_events import dataset_of_uri, model_dataset, step_lineage
+
+    lake, settings = lake_copy
+    tracking, name = settings.mlflow.tracking_uri, settings.mlflow.model_name
+    graph = lineage(lake, DAY, settings=settings)
+    version = graph["model"]["version"]
+    model = model_dataset(tracking, name, version)
+
+    score = step_lineage([{"ds": DAY, "predictions_uri": lake.uri(predictions_key(DAY)), "model_version": version}],
+                         lake, tracking, name)
+    assert score.outputs == [dataset_of_uri(lake.uri(predictions_key(DAY)))]
+    assert set(score.inputs) == {dataset_of_uri(lake.uri(features_key(DAY))), model}
+
+    features = step_lineage([{"ds": DAY, "features_uri": lake.uri(features_key(DAY))}], lake, tracking, name)
+    assert {dataset_of_uri(raw["uri"]) for raw in graph["raw"]} == set(features.inputs)
+
+    publish(lake, dt.date(2013, 1, 7), feeds=("schedule",), redeliver=True)
+    ingest_feed(lake, "schedule", DAY, settings)
+    schedule = lake.uri(raw_key("schedule", DAY))
+    ingest = step_lineage([{"feed": "schedule", "raw_uri": schedule}], lake, tracking, name)
+    assert ingest.outputs == [dataset_of_uri(schedule)]
+    assert ingest.inputs == [dataset_of_uri(lake.uri(f"landing/schedule/{DAY}.csv"))]
+
+    set_id = graph["model"]["training_set"]
+    train = step_lineage([{"run_id": graph["model"]["run_id"], "model_version": version, "set_id": set_id}],
+                         lake, tracking, name)
+    assert train.outputs == [model]
+    assert set(train.inputs) == {dataset_of_uri(part["uri"]) for part in graph["model"]["training_set_partitions"].values()}
+
+    holdout = graph["model"]["training_set_partitions"]["holdout"]["uri"]
+    training_set = step_lineage([{"set_id": set_id, "holdout_uri": holdout}], lake, tracking, name)
+    first = graph["model"]["window"]["holdout_start"]
+    assert dataset_of_uri(lake.uri(features_key(first))) in training_set.inputs, training_set.inputs
+    assert dataset_of_uri(lake.uri(raw_key("flights", first))) in training_set.inputs, "the labels: that day's outcomes"
+    assert dataset_of_uri(lake.uri(raw_key("flights", "2013-01-06"))) in features.inputs
+
+
+def test_dataset_names_follow_openlineage_naming():
+    from jobs.lineage_events import dataset_of_uri, model_dataset
+
+    assert dataset_of_uri("s3://lake/raw/flights/date=2013-01-01") == ("s3://lake", "raw/flights/date=2013-01-01")
+    assert dataset_of_uri("/data/lake/raw/x") == ("file", "/data/lake/raw/x")
+    assert dataset_of_uri("file:///data/lake/raw/x") == ("file", "/data/lake/raw/x")
+    assert model_dataset("http://mlflow:5000", "flight_delay", 3) == ("mlflow://mlflow:5000",
+                                                                      "models/flight_delay/versions/3")
