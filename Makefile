@@ -18,7 +18,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv checkov chromium demo replay stop reset test test-unit test-dags test-integration test-browser bench lock clean
+.PHONY: venv checkov chromium demo replay load stop reset test test-unit test-dags test-integration test-browser bench lock clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,12 @@ demo: $(STAMP)
 replay: $(STAMP)
 	$(PY) -m scripts.replay $(if $(REPLAY_START),--start $(REPLAY_START)) $(if $(REPLAY_END),--end $(REPLAY_END))
 
+# A 30-day catch-up on the production configuration (PostgreSQL metadata and MLflow store, LocalExecutor
+# parallelism 4): failed tasks, duplicate rows, time and memory (README). Too long for `make test`; needs
+# PostgreSQL on 127.0.0.1:5432. LOAD_START / LOAD_DAYS pick the window.
+load: $(STAMP)
+	$(PY) -m scripts.load $(if $(LOAD_START),--start $(LOAD_START)) $(if $(LOAD_DAYS),--days $(LOAD_DAYS))
+
 stop:
 	@test -x $(PY) && $(PY) -m scripts.stack stop || true
 
@@ -79,9 +85,9 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -viE '^(pip|wheel)==' > constraints.txt
 
-# The demo's state (Airflow home, MLflow, lake) and the replay's, not the venv: the next `make demo` starts afresh.
+# The demo's state (Airflow home, MLflow, lake), the replay's and the load run's, not the venv: the next `make demo` starts afresh.
 reset: stop
-	rm -rf .airflow .mlflow data .replay
+	rm -rf .airflow .mlflow data .replay .load
 
 clean: reset
 	rm -rf $(VENV)
