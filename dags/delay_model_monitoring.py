@@ -7,7 +7,7 @@ model and retrain when the world has moved (`python -m jobs.monitor --ds D`):
 | task | does |
 | --- | --- |
 | `training_state` | is a `delay_model_training` run queued or running? (then no new trigger) |
-| `wait_for_predictions` | waits (soft, reschedule mode) for D's predictions; without them the run goes on and marks prediction drift `missing` |
+| `wait_for_predictions` | waits (soft, reschedule mode) for D's predictions; without them the run goes on, marks prediction drift `missing` and mails `predictions_late` |
 | `monitor` | Evidently data drift of D's features and prediction drift of D's scores against the champion's training reference; served ROC AUC, precision, recall and calibration of the days whose outcomes have arrived (D-1 and the window before it); the retraining decision |
 | `retrain_decision` | logs the decision and its reason; branches |
 | `trigger_retraining` | triggers `delay_model_training` with `conf`: the reason, the evidence and the windows |
@@ -77,6 +77,8 @@ with DAG(
         flight_date="{{ ds }}",
         partition=True,
         soft_fail=True,
+        # Skipped = D's predictions never came: told even when no scoring run for D was ever created.
+        on_skipped_callback=task_callback("predictions_late"),
         doc_md="D's predictions (flights_batch_scoring); on timeout prediction drift is marked missing.",
     )
     monitor = pipeline_step(

@@ -11,7 +11,7 @@ held-out days, and let only a better model become `champion`.
 | `train` | `python -m jobs.train`: torch model (GPU pod in production) + HGB baseline, tracked in MLflow; the candidate becomes a version with alias `challenger` |
 | `evaluate_and_gate` | `python -m jobs.evaluate`: candidate, baseline and champion on the holdout; the gate's decision and reasons go to MLflow and a model card |
 | `gate_decision` | branches: rejected -> `not_promoted`; approval required -> `approve`; else `skip_approval` |
-| `approve` | a person approves or rejects in the Airflow UI (human-in-the-loop) |
+| `approve` | a person approves or rejects in the Airflow UI (human-in-the-loop); unanswered after `approval_timeout_hours`, it fails and nothing is promoted |
 | `promote` | `champion` moves to the candidate, the old champion becomes `previous` |
 
 **When it runs**: by hand (trigger form below: always trains), when `delay_model_monitoring`
@@ -37,12 +37,11 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
-from common.approval import record_approval
+from common.approval import APPROVAL_TIMEOUT_HOURS, RunApprovalOperator, record_approval
 from common.notify import task_callback
 from common.params import optional_date
 from common.steps import pipeline_step
@@ -92,6 +91,10 @@ with DAG(
                          description="Train on CUDA when the pod has one (mixed precision); CPU otherwise."),
         "require_approval": Param(_training.require_approval, type="boolean", title="Require approval",
                                   description="A person must approve in the UI before the champion moves."),
+        "approval_timeout_hours": Param(APPROVAL_TIMEOUT_HOURS, type="number", exclusiveMinimum=0, maximum=720,
+                                        title="Approval timeout (hours)",
+                                        description="With approval required: how long to wait for an answer. "
+                                                    "Unanswered by then, nothing is promoted."),
         "reason": Param(None, type=["null", "string"], maxLength=2000, title="Reason",
                         description="Why this training runs (filled by monitoring); recorded in MLflow."),
     },
@@ -161,13 +164,12 @@ with DAG(
     decision = gate_decision()
     not_promoted = EmptyOperator(task_id="not_promoted", on_success_callback=task_callback("gate_rejected"),
                                  doc_md="The gate rejected the candidate: it stays `challenger`; the champion is unchanged.")
-    approve = ApprovalOperator(
+    approve = RunApprovalOperator(
         task_id="approve",
         subject=f"Promote {settings().mlflow.model_name} version {version} to champion?",
         # A link relative to the Airflow UI, where the approver reads this.
         body=(f"The gate passed: {{{{ {gate}['reasons'] | join('; ') }}}}.\n\n"
               f"[Model card of version {version}](/pipeline/{{{{ {gate}['model_card_key'] }}}})"),
-        response_timeout=dt.timedelta(days=3),
         on_success_callback=record_approval,
         on_failure_callback=[record_approval, *_failure_callbacks],
     )

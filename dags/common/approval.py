@@ -7,10 +7,27 @@ so the registry shows why a candidate that passed the gate did or did not become
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
 log = logging.getLogger(__name__)
+
+# How long `approve` waits for an answer when the run does not say (its `approval_timeout_hours`).
+APPROVAL_TIMEOUT_HOURS = 72.0
+
+
+class RunApprovalOperator(ApprovalOperator):
+    """Airflow's ApprovalOperator, waiting as long as the run's `approval_timeout_hours` param says: past it,
+    the scheduler fails the task (HITLTimeoutError), nothing is promoted and the version records `timed_out`."""
+
+    def execute(self, context: Any) -> Any:
+        hours = float((context.get("params") or {}).get("approval_timeout_hours") or APPROVAL_TIMEOUT_HOURS)
+        self.response_timeout = dt.timedelta(hours=hours)
+        self.log.info("Waiting up to %s for an answer (approval_timeout_hours=%s)", self.response_timeout, hours)
+        return super().execute(context)
 
 
 def record_approval(context: dict[str, Any]) -> None:

@@ -244,6 +244,26 @@ def alias_change_message(event: str, context: dict[str, Any], pull: Pull | None 
                    [_log_link(context, dag_id, run_id, task_id)])
 
 
+def predictions_missing_message(context: dict[str, Any], pull: Pull | None = None) -> Message | None:
+    """D's predictions never came (delay_model_monitoring's `wait_for_predictions` gave up): the daily clock
+    notices, whether or not a scoring run for D was ever created (a deadline needs a run to exist). None for
+    a day outside the source's dates (the sensor skips those too: nothing was due)."""
+    from jobs.score import predictions_key
+
+    dag_id, task_id, run_id, facts = run_facts(context)
+    ds = context.get("ds")
+    if ds is None or not settings().data.covers(dt.date.fromisoformat(str(ds))):
+        return None
+    task = context.get("task")
+    facts += [("Flight date", str(ds)), ("Waited for", predictions_key(str(ds))),
+              ("Waited", f"{_get(task, 'timeout', '?')} s")]
+    details = [f"No predictions for {ds} were written while monitoring waited: {SCORING_DAG_ID} has no finished run "
+               f"for that date. Its features may never have arrived: look at flights_features and flights_ingest "
+               f"for {ds}. Monitoring of {ds} goes on with prediction drift marked missing."]
+    links = [("Scoring runs", f"{base_url()}/dags/{SCORING_DAG_ID}/runs"), _log_link(context, dag_id, run_id, task_id)]
+    return Message("predictions_late", f"no predictions for flight date {ds} ({run_id})", facts, details, links)
+
+
 BUILDERS = {
     "task_failed": task_failed_message,
     "gate_rejected": gate_rejected_message,
@@ -251,6 +271,7 @@ BUILDERS = {
     "quarantine": quarantine_message,
     "promoted": lambda context, pull=None: alias_change_message("promoted", context, pull),
     "rolled_back": lambda context, pull=None: alias_change_message("rolled_back", context, pull),
+    "predictions_late": predictions_missing_message,
 }
 
 

@@ -151,3 +151,79 @@ def test_the_rest_api_refuses_a_bad_trigger_before_any_run_exists(browser_stack,
         client.trigger("delay_model_training", conf=conf)
     assert refused.value.status_code == 400 and named in str(refused.value)
     assert {run["dag_run_id"] for run in client.list_runs("delay_model_training")} == before
+
+
+def _awaiting_approval(client, run_id: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _state(client, run_id, "approve") != "awaiting_input":
+        assert time.monotonic() < deadline, client.task_instances("delay_model_training", run_id)
+        assert _state(client, run_id, "not_promoted") != "success", "the gate rejected the candidate"
+        assert client.get_run("delay_model_training", run_id)["state"] != "failed"
+        time.sleep(3)
+
+
+def _triggered_training(client, **conf) -> str:
+    run = client.trigger("delay_model_training", conf={
+        "train_start": "2013-01-01", "train_end": "2013-01-05", "holdout_start": "2013-01-06",
+        "holdout_end": "2013-01-07", "epochs": 1, "require_approval": True, **conf})
+    return run["dag_run_id"]
+
+
+def _registry(browser_stack):
+    from jobs.registry import client as mlflow_client
+
+    return mlflow_client(browser_stack["stack"].config.mlflow_url)
+
+
+def _candidate_tags(registry, reason: str) -> dict[str, str]:
+    """The tags of the version a training with this reason registered."""
+    [version] = [v for v in registry.search_model_versions("name = 'flight_delay'")
+                 if v.tags.get("reason", "").startswith(reason)]
+    return version.tags
+
+
+def test_a_candidate_rejected_in_the_ui_is_not_promoted_and_its_version_says_so(page, browser_stack):
+    from jobs.registry import CHAMPION, alias_version
+
+    client, url, registry = browser_stack["client"], browser_stack["url"], _registry(browser_stack)
+    champion = alias_version(registry, "flight_delay", CHAMPION)
+    run_id = _triggered_training(client, reason="browser test: reject in the UI")
+    _awaiting_approval(client, run_id)
+    page.goto(f"{url}/dags/delay_model_training/runs/{run_id}/tasks/approve/required_actions")
+    page.get_by_role("button", name="Reject").click()
+    final = client.wait_for_run("delay_model_training", run_id, timeout=300, echo=None)
+    assert final["state"] == "success", client.task_instances("delay_model_training", run_id)
+    assert _state(client, run_id, "promote") == "skipped"
+    assert alias_version(registry, "flight_delay", CHAMPION) == champion, "the champion did not move"
+    tags = _candidate_tags(registry, "browser test: reject in the UI")
+    assert (tags["approval"], tags["approval_by"]) == ("rejected", "admin"), tags
+
+
+def test_an_approval_nobody_answers_times_out_and_promotes_nothing(browser_stack):
+    from jobs.registry import CHAMPION, alias_version
+
+    client, registry = browser_stack["client"], _registry(browser_stack)
+    champion = alias_version(registry, "flight_delay", CHAMPION)
+    # 0.004 h: about 15 s (the scheduler sweeps unanswered requests every 15 s).
+    run_id = _triggered_training(client, approval_timeout_hours=0.004, reason="browser test: nobody answers")
+    final = client.wait_for_run("delay_model_training", run_id, timeout=600, echo=None)
+    assert final["state"] == "failed"
+    assert _state(client, run_id, "approve") == "failed" and _state(client, run_id, "promote") == "upstream_failed"
+    assert alias_version(registry, "flight_delay", CHAMPION) == champion, "the champion did not move"
+    tags = _candidate_tags(registry, "browser test: nobody answers")
+    assert tags["approval"] == "timed_out" and "HITLTimeoutError" in tags["approval_detail"], tags
+
+
+def test_the_health_page_says_no_model_yet_when_no_version_serves(page, browser_stack):
+    registry = _registry(browser_stack)
+    aliases = dict(registry.get_registered_model("flight_delay").aliases)
+    for alias in aliases:
+        registry.delete_registered_model_alias("flight_delay", alias)
+    try:
+        page.goto(f"{browser_stack['url']}/pipeline/health")
+        page.locator("#no-model").wait_for()
+        assert "No model yet" in page.locator("#no-model").inner_text()
+        screenshot(page, "model_health_empty")
+    finally:
+        for alias, version in aliases.items():
+            registry.set_registered_model_alias("flight_delay", alias, version)

@@ -51,6 +51,8 @@ def airflow(tmp_path_factory, inbox) -> AirflowRunner:
         PIPELINE__AIRFLOW__RETRIES="0",
         # Due at the start of the flight date: a scoring run for today has missed it already.
         PIPELINE__NOTIFICATIONS__PREDICTIONS_DEADLINE="00:00",
+        # Monitoring gives up on a day's predictions after 5 s (the ingest tests publish before they run).
+        PIPELINE__SENSORS__TIMEOUT_S="5",
     )
 
 
@@ -93,6 +95,22 @@ def test_a_quarantined_delivery_mails_its_counts_and_a_rejected_one_its_checks(a
     [rejected] = [m for s, m in mails.items() if "weather.validate_and_publish rejected a delivery" in s]
     assert "2013-01-01" in rejected.html and "StepRejected" in rejected.html
     assert f"{BASE_URL}/dags/flights_ingest/runs/" in rejected.html
+
+
+def test_predictions_that_never_came_are_mailed_by_the_daily_monitoring_run(airflow, inbox):
+    """No scoring run exists for D (its features never came), so no deadline can fire; the monitoring run of D,
+    on its clock, waits for the predictions, gives up and mails that they are missing."""
+    before = len(inbox.mails)
+    state, tasks, out = airflow.dags_test("delay_model_monitoring", "2013-01-03")
+    assert tasks["wait_for_predictions"]["state"] == "skipped", out[-3000:]
+    # Two mails: this one, and `monitor` failing (no MLflow server in this test: the champion cannot be read).
+    mails = _new_mails(inbox, before, 2)
+    assert tasks["monitor"]["state"] == "failed" and any(".monitor failed" in m.subject for m in mails)
+    [mail] = [m for m in mails if "no predictions" in m.subject]
+    assert mail.subject.startswith("[flight-delay] no predictions for flight date 2013-01-03"), mail.subject
+    assert "predictions/flight_delay/date=2013-01-03" in mail.html and "flights_features" in mail.html
+    assert f"{BASE_URL}/dags/flights_batch_scoring/runs" in mail.html
+    assert "/tasks/wait_for_predictions" in mail.html
 
 
 def test_a_missed_predictions_deadline_mails_from_the_triggerer(airflow, inbox):
