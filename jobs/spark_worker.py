@@ -4,7 +4,7 @@ Spark forks each task's Python worker from one daemon per executor. pyspark's ow
 has imported nothing but pyspark, so every scoring task's worker imported pandas, pyarrow,
 MLflow and torch itself before `mlflow.pyfunc.spark_udf` could predict a row: a fixed cost
 per task, paid for each day scored. This daemon imports them once, then runs pyspark's own
-(`pyspark.daemon.manager`); the workers it forks start with them in memory, as jobs/warm.py
+(`pyspark.daemon.manager`); the workers it forks start with them in memory, as jobs/warm/
 does for the steps. A library the image lacks is skipped, so a Spark step without torch runs
 as before. pyspark warns that pandas and pyarrow may start threads at import, which a fork
 does not copy: none of these libraries holds a lock across the fork here (tested by

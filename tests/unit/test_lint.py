@@ -22,5 +22,5 @@ def test_the_pipeline_package_is_installed_not_found_by_a_path_trick(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     module, config = done.stdout.split()
-    assert Path(module) == REPO_ROOT / "jobs" / "settings.py"
+    assert Path(module) == REPO_ROOT / "jobs" / "settings" / "__init__.py"
     assert (Path(config) / "settings.yaml").is_file()
