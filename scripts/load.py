@@ -17,6 +17,12 @@ an empty lake. Then, as the demo makes its first model, but for the whole window
 The DAGs' dates end with the window (`airflow.end_date`) and the lake sensors poll each second, as
 in `make replay`; every other setting is the settings' own.
 
+A features run the scheduler never creates (seen on PostgreSQL: the schedule and weather events of one
+day, published by two tasks at the same moment, each opened its own `asset_partition_dag_run` row, so
+neither row ever had both inputs) stalls the catch-up: after 3 quiet minutes the load triggers it by
+hand with that partition key, as the timetable would have, and names it in the report (it fails the
+verdict).
+
 Then it checks and reports: task instances by state over every run (failed must be 0; each failed
 one is listed with its log's tail; retried ones are listed too), rows in every lake partition the
 run wrote whose key repeats (the flight key of jobs.feeds; weather's (origin, year, month, day,
@@ -26,7 +32,7 @@ whole process tree (scripts.stack's membership rule) plus this driver, sampled e
 mean), the PSS sum every 15 s (RSS counts the pages a fork shares with its parent once per process),
 and the PostgreSQL backends serving the run's two databases apart. A summary is printed and the
 report written to `<home>/reports/`; the exit status is 1 when a task failed, a duplicate or a
-misplaced row was found, or a phase did not finish.
+misplaced row was found, a run was lost, or a phase did not finish.
 
 `--days 3` tries it quickly: too few days for the first model (the settings' windows need
 holdout + validation + 1 labelled days, and the window's last outcomes come the day after it), so
@@ -125,6 +131,12 @@ def summarize_tasks(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "sensor_wait_s": round(wait_s, 1), "failed": failed, "retried": retried}
 
 
+def missing_days(runs: Iterable[Mapping[str, Any]], dag_id: str, field: str, days: Iterable[str]) -> list[str]:
+    """The days (ISO dates) no run of `dag_id` is for (`field`: logical_date or partition_key), in order."""
+    have = {(run.get(field) or "")[:10] for run in runs if run["dag_id"] == dag_id}
+    return [day for day in days if day not in have]
+
+
 def verdict(report: Mapping[str, Any]) -> list[str]:
     """What makes the run fail: failed tasks, duplicate or misplaced rows, an unfinished phase."""
     problems = []
@@ -138,6 +150,10 @@ def verdict(report: Mapping[str, Any]) -> list[str]:
         problems.append(f"{lake['other_date']} row(s) of another date than their partition's")
     if lake.get("row_count_mismatches"):
         problems.append(f"{len(lake['row_count_mismatches'])} partition(s) whose rows differ from their manifest")
+    lost = report.get("lost_runs") or []
+    if lost:
+        problems.append(f"{len(lost)} run(s) the scheduler never created: "
+                        + ", ".join(f"{r['dag_id']} {r['partition_key']}" for r in lost))
     if report.get("error"):
         problems.append(report["error"])
     return problems
@@ -169,6 +185,9 @@ def format_summary(report: Mapping[str, Any]) -> str:
     for ref in tasks["retried"]:
         lines.append(f"  retried: {ref['dag_id']} {ref['run_id']} {ref['task_id']} (try {ref['try_number']}, "
                      f"{ref['state']})")
+    for lost in report.get("lost_runs") or []:
+        lines.append(f"  LOST {lost['dag_id']} {lost['partition_key']}: {lost['why']}; triggered by hand as "
+                     f"{lost['run_id']} after {lost['after_s']:.0f} s")
     for part in lake["partitions_with_duplicates"]:
         lines.append(f"  DUPLICATES {part['partition']}: {part['duplicates']} of {part['rows']} rows")
     problems = verdict(report)
@@ -272,6 +291,7 @@ class Load:
         self.started = time.monotonic()
         self.phase = "start"
         self._last_progress = 0.0
+        self.lost_runs: list[dict[str, Any]] = []
 
     def runs(self) -> list[dict[str, Any]]:
         return all_pages(self.client, "/api/v2/dags/~/dagRuns", "dag_runs")
@@ -294,17 +314,42 @@ class Load:
         _say(f"[{time.monotonic() - self.started:6.0f}s] {self.phase}: runs {dags}; tasks now "
              + (", ".join(f"{s} {n}" for s, n in sorted(tasks.items())) or "none"))
 
-    def wait(self, what: str, done: Callable[[list[dict[str, Any]]], bool]) -> None:
-        """Poll every run until `done(runs)` holds and no run is queued or running."""
+    def wait(self, what: str, done: Callable[[list[dict[str, Any]]], bool],
+             recover: Callable[[list[dict[str, Any]]], bool] | None = None, stall_s: float = 180.0) -> None:
+        """Poll every run until `done(runs)` holds and no run is queued or running. When nothing runs and no
+        run appears for `stall_s`, `recover(runs)` may start what is missing (True), else the wait fails."""
+        quiet_since, seen = time.monotonic(), -1
         while True:
             runs = self.runs()
             self.progress(runs)
-            if done(runs) and not [r for r in runs if r["state"] not in RUN_DONE]:
+            busy = [r for r in runs if r["state"] not in RUN_DONE]
+            if done(runs) and not busy:
                 self.progress(runs, force=True)
                 return
+            if busy or len(runs) != seen:
+                quiet_since, seen = time.monotonic(), len(runs)
+            elif time.monotonic() - quiet_since > stall_s:
+                if not (recover and recover(runs)):
+                    raise TimeoutError(f"{what}: nothing runs or starts for {stall_s:.0f} s, and it is not done")
+                quiet_since = time.monotonic()
             if time.monotonic() > self.deadline:
-                raise TimeoutError(f"{self.phase}: {what} not done before the deadline (--timeout)")
+                raise TimeoutError(f"{what} not done before the deadline (--timeout)")
             time.sleep(5)
+
+    def recover_features(self, runs: list[dict[str, Any]]) -> bool:
+        """Start the features runs of ingested days the scheduler never created, as the timetable would have
+        (one run per partition key), and record them: a lost run is a defect the report names."""
+        ingested = [d.isoformat() for d in self.days if d.isoformat() in self.days_done(runs, INGEST, "logical_date")]
+        lost = missing_days(runs, FEATURES, "partition_key", ingested)
+        for day in lost:
+            run = self.client.request("POST", f"/api/v2/dags/{FEATURES}/dagRuns", json={
+                "logical_date": None, "partition_key": day, "conf": {},
+                "note": "make load: the run the scheduler did not create for this partition"})
+            self.lost_runs.append({"dag_id": FEATURES, "partition_key": day, "run_id": run["dag_run_id"],
+                                   "after_s": round(time.monotonic() - self.started, 1),
+                                   "why": "raw_schedule and raw_weather of the day were published, no run followed"})
+            _say(f"{FEATURES} {day}: no run after its inputs were published; triggered {run['dag_run_id']}")
+        return bool(lost)
 
     def days_done(self, runs: list[dict[str, Any]], dag_id: str, field: str) -> set[str]:
         return {(r.get(field) or "")[:10] for r in runs if r["dag_id"] == dag_id and r["state"] in RUN_DONE}
@@ -342,7 +387,8 @@ class Load:
         for dag_id in (SCORING, FEATURES, INGEST):  # listeners first
             self.client.unpause(dag_id)
         self.wait("ingest and features of every day",
-                  lambda runs: self.covers(INGEST, "logical_date")(runs) and self.covers(FEATURES, "partition_key")(runs))
+                  lambda runs: self.covers(INGEST, "logical_date")(runs) and self.covers(FEATURES, "partition_key")(runs),
+                  recover=self.recover_features)
         lap("ingest + features")
 
         if train:
@@ -488,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["error"] = f"{load.phase}: {exc or type(exc).__name__}"
                 _say(f"stopped: {report['error']}")
             report["catch_up_s"] = round(time.monotonic() - load.started, 1)
+            report["lost_runs"] = load.lost_runs
             sampler.stop()
             report["memory"] = sampler.figures()
             report["tasks"] = summarize_tasks(load.task_instances())

@@ -7,8 +7,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from scripts.load import FLIGHT_KEY, WEATHER_KEY, check_rows, format_summary, key_columns, partition_date, \
-    summarize_tasks, verdict
+from scripts.load import FLIGHT_KEY, WEATHER_KEY, check_rows, format_summary, key_columns, missing_days, \
+    partition_date, summarize_tasks, verdict
 
 
 def flights(*rows: tuple) -> pd.DataFrame:
@@ -85,3 +85,19 @@ def test_a_failed_task_a_duplicate_or_an_unfinished_phase_fails_the_run():
     assert verdict(report(error="monitoring: not done")) == ["monitoring: not done"]
     text = format_summary(report(failed=True, duplicates=3))
     assert "FAILED flights_features r1 build" in text and "DUPLICATES raw/schedule/date=2013-01-02: 3 of 900" in text
+
+
+def test_the_days_without_a_run_are_found():
+    runs = [{"dag_id": "flights_features", "partition_key": "2013-01-02"},
+            {"dag_id": "flights_batch_scoring", "partition_key": "2013-01-01"},
+            {"dag_id": "flights_ingest", "logical_date": "2013-01-01T00:00:00Z"}]
+    days = ["2013-01-01", "2013-01-02", "2013-01-03"]
+    assert missing_days(runs, "flights_features", "partition_key", days) == ["2013-01-01", "2013-01-03"]
+    assert missing_days(runs, "flights_ingest", "logical_date", days) == ["2013-01-02", "2013-01-03"]
+
+
+def test_a_run_the_scheduler_lost_fails_the_run_and_is_named():
+    lost = {**report(), "lost_runs": [{"dag_id": "flights_features", "partition_key": "2013-01-01", "run_id": "m1",
+                                       "after_s": 930.0, "why": "no run followed"}]}
+    assert verdict(lost) == ["1 run(s) the scheduler never created: flights_features 2013-01-01"]
+    assert "LOST flights_features 2013-01-01: no run followed; triggered by hand as m1 after 930 s" in format_summary(lost)
