@@ -170,7 +170,6 @@ with DAG(
         # A link relative to the Airflow UI, where the approver reads this.
         body=(f"The gate passed: {{{{ {gate}['reasons'] | join('; ') }}}}.\n\n"
               f"[Model card of version {version}](/pipeline/{{{{ {gate}['model_card_key'] }}}})"),
-        on_success_callback=record_approval,
         on_failure_callback=[record_approval, *_failure_callbacks],
     )
     skip_approval = EmptyOperator(task_id="skip_approval", doc_md="No approval required for this run.")
