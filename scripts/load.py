@@ -166,7 +166,8 @@ def format_summary(report: Mapping[str, Any]) -> str:
              f"PostgreSQL; wall {report['wall_s'] / 60:.1f} min",
              "  phases: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items()),
              f"  task instances: {tasks['total']} ({', '.join(f'{s} {n}' for s, n in tasks['by_state'].items())}); "
-             f"failed {len(tasks['failed'])}, retried {len(tasks['retried'])}",
+             f"failed {len(tasks['failed'])}, with more than one try {len(tasks['retried'])} (a retry, or a deferred "
+             "sensor's resume: Airflow 3 counts it as a try)",
              "  task time by DAG (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tasks["task_s_by_dag"].items())
              + f"; sensors waited {tasks['sensor_wait_s']:.0f}",
              "  slowest tasks (s, summed over runs): " + ", ".join(
@@ -183,7 +184,7 @@ def format_summary(report: Mapping[str, Any]) -> str:
         lines.append(f"  FAILED {ref['dag_id']} {ref['run_id']} {ref['task_id']} (try {ref['try_number']}):")
         lines.extend("    " + line for line in (ref.get("log_tail") or "(no log)").splitlines())
     for ref in tasks["retried"]:
-        lines.append(f"  retried: {ref['dag_id']} {ref['run_id']} {ref['task_id']} (try {ref['try_number']}, "
+        lines.append(f"  tries > 1: {ref['dag_id']} {ref['run_id']} {ref['task_id']} (try {ref['try_number']}, "
                      f"{ref['state']})")
     for lost in report.get("lost_runs") or []:
         lines.append(f"  LOST {lost['dag_id']} {lost['partition_key']}: {lost['why']}; triggered by hand as "
