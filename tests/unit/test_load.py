@@ -101,3 +101,49 @@ def test_a_run_the_scheduler_lost_fails_the_run_and_is_named():
                                        "after_s": 930.0, "why": "no run followed"}]}
     assert verdict(lost) == ["1 run(s) the scheduler never created: flights_features 2013-01-01"]
     assert "LOST flights_features 2013-01-01: no run followed; triggered by hand as m1 after 930 s" in format_summary(lost)
+
+
+class FakeAirflow:
+    """The REST calls Load.wait and Load.recover_features make, over a fixed list of runs."""
+
+    def __init__(self, runs):
+        self.runs = runs
+        self.posted = []
+
+    def request(self, method, path, params=None, json=None):
+        if method == "POST":
+            self.posted.append((path, json))
+            run = {"dag_id": path.split("/")[4], "partition_key": json["partition_key"], "state": "success",
+                   "dag_run_id": f"manual_{len(self.posted)}"}
+            self.runs.append(run)
+            return run
+        field = "task_instances" if path.endswith("taskInstances") else "dag_runs"
+        items = [] if field == "task_instances" else list(self.runs)
+        return {field: items, "total_entries": len(items)}
+
+
+def test_a_catch_up_that_stalls_on_a_lost_features_run_starts_it_and_records_it(monkeypatch):
+    from scripts import load as load_module
+
+    monkeypatch.setattr(load_module.time, "sleep", lambda _s: None)
+    runs = [{"dag_id": "flights_ingest", "logical_date": f"2013-01-0{d}T00:00:00Z", "state": "success"} for d in (1, 2)]
+    runs.append({"dag_id": "flights_features", "partition_key": "2013-01-02", "state": "success"})
+    client = FakeAirflow(runs)
+    load = load_module.Load(client, dt.date(2013, 1, 1), 2, deadline=float("inf"))
+    load.wait("features", load.covers("flights_features", "partition_key"), recover=load.recover_features, stall_s=0)
+    assert client.posted == [("/api/v2/dags/flights_features/dagRuns", {
+        "logical_date": None, "partition_key": "2013-01-01", "conf": {},
+        "note": "make load: the run the scheduler did not create for this partition"})]
+    assert [(r["dag_id"], r["partition_key"], r["run_id"]) for r in load.lost_runs] == [
+        ("flights_features", "2013-01-01", "manual_1")]
+
+
+def test_a_stall_nothing_can_recover_fails_the_phase(monkeypatch):
+    from scripts import load as load_module
+
+    monkeypatch.setattr(load_module.time, "sleep", lambda _s: None)
+    client = FakeAirflow([{"dag_id": "delay_model_monitoring", "logical_date": "2013-01-01T03:00:00Z",
+                           "state": "success"}])
+    load = load_module.Load(client, dt.date(2013, 1, 1), 2, deadline=float("inf"))
+    with pytest.raises(TimeoutError, match="monitoring: nothing runs or starts for 0 s"):
+        load.wait("monitoring", load.covers("delay_model_monitoring", "logical_date"), stall_s=0)
