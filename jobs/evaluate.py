@@ -191,8 +191,10 @@ def evaluate_version(version: str, *, settings: "Any | None" = None, lake: "Any 
         "models": {role: {k: v for k, v in entry.items() if k != "uri"} for role, entry in scored.items()},
     }
     key = model_card_key(name, version)
-    lake.write_json(f"{key}/model_card.json", card)
+    # The page first, the JSON last: readers (the model-health view) take the JSON as the card's presence
+    # and link the page, so a step killed between the two puts leaves no card that links nowhere.
     lake.write_text(f"{key}/model_card.html", render_card_html(card))
+    lake.write_json(f"{key}/model_card.json", card)
     with mlflow.start_run(run_id=candidate_version.run_id):
         mlflow.log_metrics(scalar_metrics(scored["candidate"]["metrics"], "holdout_"))
         mlflow.log_metrics(scalar_metrics(scored["baseline"]["metrics"], "baseline_holdout_"))
