@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class RunApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         try:
             answer = super().execute_complete(context=context, event=event)
+        except DownstreamTasksSkipped:  # Reject: how the Task SDK skips `promote`; the answer is the event's
+            record_outcome(context, event, None)
+            raise
         except Exception as exc:
             record_outcome(context, None, exc)
             raise

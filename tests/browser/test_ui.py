@@ -163,6 +163,7 @@ def _awaiting_approval(client, run_id: str, timeout_s: float = 600) -> None:
 
 
 def _triggered_training(client, **conf) -> str:
+    client.unpause("delay_model_training")  # new DAGs are paused; the form unpauses on trigger, the API does not
     run = client.trigger("delay_model_training", conf={
         "train_start": "2013-01-01", "train_end": "2013-01-05", "holdout_start": "2013-01-06",
         "holdout_end": "2013-01-07", "epochs": 1, "require_approval": True, **conf})
