@@ -111,5 +111,11 @@ def _connect_session(app_name: str, remote: str) -> "SparkSession":
     # Session-level SQL properties can be set per client; the server's JVM settings cannot.
     # (Arrow is always on in Connect; the time zone is a per-session property.)
     spark.conf.set("spark.sql.session.timeZone", FIXED_CONF["spark.sql.session.timeZone"])
+    # pyspark's default policy retries an unreachable server for at least 10 minutes (15 tries); a server killed
+    # mid-job held the step 14+ minutes before it failed. Fail within about half a minute instead and let
+    # Airflow retry with its backoff, where the attempt and the error are visible (tests/faults/).
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    spark.client.set_retry_policies([DefaultPolicy(max_retries=6, max_backoff=10_000)])
     log.info("Spark %s Connect session at %s", spark.version, remote)
     return spark

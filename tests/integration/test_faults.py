@@ -9,17 +9,12 @@ then a rerun completes and every raw partition holds the same rows as a run nobo
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from jobs.lake import Lake, raw_key
 from jobs.upstream.publish import publish
+from tests.crash import checksum, finish, kill_after, start_step, step_env, visible_partitions_are_whole
 
 pytestmark = pytest.mark.integration
 
@@ -28,51 +23,32 @@ FEEDS = ("schedule", "weather", "flights")
 DELAYS_S = (0.5, 3.0, 5.5, 7.5, 9.5, 11.5)
 
 
-def _ingest(lake: Lake) -> subprocess.Popen:
-    env = {**os.environ, "LAKE_ROOT": lake.root, "PIPELINE_ENV": "local"}
-    return subprocess.Popen([sys.executable, "-m", "jobs.ingest", "--ds", DAY.isoformat()], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _ingest(lake: Lake):
+    return start_step("jobs.ingest", ["--ds", DAY.isoformat()], step_env(lake.root))
 
 
-def _checksum(lake: Lake, key: str) -> str:
-    frame = lake.read_partition(key)
-    frame = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-
-
-def _visible_partitions_are_whole(lake: Lake) -> int:
-    seen = 0
-    for feed in FEEDS:
-        key = raw_key(feed, DAY.isoformat())
-        if lake.partition_exists(key):
-            manifest = lake.read_manifest(key)
-            assert len(lake.read_partition(key)) == manifest["rows"], f"{key} is partial"
-            seen += 1
-    return seen
+def _keys() -> list[str]:
+    return [raw_key(feed, DAY.isoformat()) for feed in FEEDS]
 
 
 @pytest.mark.timeout(600)
 def test_ingest_killed_at_any_moment_leaves_no_partial_partition_and_its_rerun_is_identical(tmp_path):
     reference = Lake(str(tmp_path / "reference"))
     publish(reference, DAY)
-    clean = _ingest(reference)
-    assert clean.wait(timeout=300) == 0, clean.stderr.read()
-    expected = {feed: _checksum(reference, raw_key(feed, DAY.isoformat())) for feed in FEEDS}
+    code, err = finish(_ingest(reference), timeout=300)
+    assert code == 0, err
+    expected = {key: checksum(reference, key) for key in _keys()}
 
     lake = Lake(str(tmp_path / "faulty"))
     publish(lake, DAY)
     visible_after_kill = []
     for delay in DELAYS_S:
-        process = _ingest(lake)
-        time.sleep(delay)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-        visible_after_kill.append(_visible_partitions_are_whole(lake))
+        kill_after(_ingest(lake), delay)
+        visible_after_kill.append(len(visible_partitions_are_whole(lake, _keys())))
     # The kills landed at different stages: before any feed was published and after some were.
     assert visible_after_kill[0] == 0 and max(visible_after_kill) > 0, visible_after_kill
 
-    rerun = _ingest(lake)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-    assert {feed: _checksum(lake, raw_key(feed, DAY.isoformat())) for feed in FEEDS} == expected
+    code, err = finish(_ingest(lake), timeout=300)
+    assert code == 0, err
+    assert {key: checksum(lake, key) for key in _keys()} == expected
     assert not lake.list("quarantine"), "a killed run quarantines nothing"
