@@ -1,30 +1,28 @@
-"""A small client for the Airflow 3 REST API (`/api/v2`), enough to drive a demo or a test.
+"""The demo's, the replay's and the tests' Airflow 3 REST client: the official `apache-airflow-client`, plus
+what driving a stack needs on top of it (a token, retries of the metadata database's refusals, waits).
 
 Airflow 3 authenticates REST calls with a JWT: `POST /auth/token` with the user's name and
 password (SimpleAuthManager locally) returns `access_token`, sent as `Authorization: Bearer`.
 The token is fetched lazily and fetched again once if a call answers 401 (it expired).
 
-Endpoints used (checked against the OpenAPI document of apache-airflow 3.3.2):
-    GET   /api/v2/monitor/health                         (no auth)
-    GET   /api/v2/version
-    GET   /api/v2/dags, /api/v2/dags/{dag_id}, /api/v2/dags/{dag_id}/details
-    PATCH /api/v2/dags/{dag_id}                          {"is_paused": bool}
-    GET   /api/v2/importErrors
-    POST  /api/v2/dags/{dag_id}/dagRuns                  {"logical_date", "conf", "dag_run_id", "note"}
-    GET   /api/v2/dags/{dag_id}/dagRuns[/{dag_run_id}]   (dag_id "~" = every DAG)
-    POST  /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/clear, DELETE /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}
-    GET   /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances
-    GET   /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}
+Each call goes through the generated API classes (DAGApi, DagRunApi, TaskInstanceApi, XComApi, ...),
+which build the paths, query strings and bodies from the OpenAPI document of the same release. The
+answers are read as the JSON the server sent (`*_without_preload_content`), as plain dicts: a newer
+server's extra field, or a field the generated model types more strictly than the server fills it,
+never breaks a wait loop half-way through a replay.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import httpx
+from airflow_client.client import ApiClient, Configuration
+from airflow_client.client.api import DAGApi, DagRunApi, ImportErrorApi, MonitorApi, TaskInstanceApi, VersionApi, XComApi
+from airflow_client.client.models import DAGPatchBody, DAGRunClearBody, DAGRunPatchBody, TriggerDAGRunPostBody
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tenacity.wait import wait_base
 
@@ -37,7 +35,7 @@ RunKey = tuple[str, str]  # (dag_id, dag_run_id)
 
 
 class AirflowAPIError(RuntimeError):
-    """A REST call failed; the message carries the method, path, status and Airflow's detail."""
+    """A REST call failed; the message carries the call, status and Airflow's detail."""
 
     def __init__(self, message: str, status_code: int | None = None, transient: bool = False):
         super().__init__(message)
@@ -56,25 +54,32 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, AirflowAPIError) and error.transient
 
 
-def _database_error(response: httpx.Response) -> bool:
-    if response.status_code < 500:
-        return False
+def _json(data: bytes) -> Any:
     try:
-        body = response.json()
+        return json.loads(data) if data else None
     except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("reason") == "Database error"
+        return data.decode(errors="replace")
 
 
-def _iso(value: dt.datetime | dt.date | str | None) -> str | None:
-    """An ISO-8601 timestamp with a timezone (a bare date means its midnight UTC)."""
-    if value is None or isinstance(value, str):
-        return value
+def _detail(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("detail", body))
+    return str(body)[:500]
+
+
+def _database_error(status: int, body: Any) -> bool:
+    return status >= 500 and isinstance(body, dict) and body.get("reason") == "Database error"
+
+
+def _moment(value: dt.datetime | dt.date | str | None) -> dt.datetime | None:
+    """A timezone-aware datetime (a bare date means its midnight UTC, an ISO text is parsed)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time(), tzinfo=dt.timezone.utc)
-    elif value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.isoformat()
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 class AirflowClient:
@@ -92,8 +97,11 @@ class AirflowClient:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
-        self._token: str | None = None
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.timeout = timeout
+        self._configuration = Configuration(host=self.base_url)
+        self._api = ApiClient(self._configuration)
+        self.dags, self.dag_runs = DAGApi(self._api), DagRunApi(self._api)
+        self.task_instances_api, self.xcom = TaskInstanceApi(self._api), XComApi(self._api)
 
     def __enter__(self) -> AirflowClient:
         return self
@@ -102,92 +110,83 @@ class AirflowClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._api.rest_client.pool_manager.clear()  # the generated ApiClient has no close of its own
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def token(self, refresh: bool = False) -> str:
-        """A JWT for the configured user (Airflow 3: POST /auth/token)."""
-        if self._token is None or refresh:
-            response = self._http.post(
-                "/auth/token", json={"username": self._username, "password": self._password}
-            )
-            if response.status_code not in (200, 201):
-                raise AirflowAPIError(
-                    f"POST /auth/token as {self._username!r}: HTTP {response.status_code}: "
-                    f"{_detail(response)}",
-                    response.status_code,
-                )
-            self._token = response.json()["access_token"]
-        return self._token
+        """A JWT for the configured user (Airflow 3: POST /auth/token; not part of the generated client)."""
+        if self._configuration.access_token is None or refresh:
+            response = self._api.rest_client.request(
+                "POST", f"{self.base_url}/auth/token", headers={"Content-Type": "application/json"},
+                body={"username": self._username, "password": self._password}, _request_timeout=self.timeout)
+            body = _json(response.read())
+            if response.status not in (200, 201):
+                raise AirflowAPIError(f"POST /auth/token as {self._username!r}: HTTP {response.status}: "
+                                      f"{_detail(body)}", response.status)
+            self._configuration.access_token = body["access_token"]
+        return self._configuration.access_token
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call `path` (relative to the server, e.g. /api/v2/dags) and return the decoded JSON.
+    def call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One call of the generated client (`operation`: e.g. `client.dag_runs.get_dag_run`), its JSON answer.
 
         A database error of the server is retried (RETRY_ATTEMPTS in all, backing off): the
         statement was rolled back, so the call can be made again, a POST included.
         """
-        retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(RETRY_ATTEMPTS),
-            wait=RETRY_WAIT,
-            reraise=True,
-        )
-        return retrying(self._request_once, method, path, **kwargs)
+        retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(RETRY_ATTEMPTS),
+                            wait=RETRY_WAIT, reraise=True)
+        return retrying(self._call_once, operation, *args, **kwargs)
 
-    def _request_once(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._send(method, path, **dict(kwargs))
-        if response.status_code == 401:  # expired or revoked: one fresh token, one retry
+    def _call_once(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        raw = getattr(operation.__self__, f"{operation.__name__}_without_preload_content")
+        self.token()
+        response = raw(*args, _request_timeout=self.timeout, **kwargs)
+        if response.status == 401:  # expired or revoked: one fresh token, one retry
             self.token(refresh=True)
-            response = self._send(method, path, **dict(kwargs))
-        if response.is_error:
-            raise AirflowAPIError(
-                f"{method} {path}: HTTP {response.status_code}: {_detail(response)}",
-                response.status_code,
-                transient=_database_error(response),
-            )
-        if not response.content:
-            return None
-        if "json" in response.headers.get("content-type", ""):
-            return response.json()
-        return response.text
+            response = raw(*args, _request_timeout=self.timeout, **kwargs)
+        body = _json(response.data)
+        if response.status >= 400:
+            where = ", ".join([*map(str, args), *(f"{k}={v}" for k, v in kwargs.items() if v is not None)])
+            raise AirflowAPIError(f"{operation.__name__}({where}): HTTP {response.status}: {_detail(body)}",
+                                  response.status, transient=_database_error(response.status, body))
+        return body
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return self._http.request(method, path, headers=headers, **kwargs)
+    def _pages(self, operation: Callable[..., Any], field: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.call(operation, *args, limit=100, offset=len(items), **kwargs)
+            items.extend(page[field])
+            if not page[field] or len(items) >= page["total_entries"]:
+                return items
 
     # -- service ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         """Health of the metadata DB, scheduler, triggerer and dag processor (no auth needed)."""
-        response = self._http.get("/api/v2/monitor/health")
-        response.raise_for_status()
-        return response.json()
+        response = MonitorApi(self._api).get_health_without_preload_content(_request_timeout=self.timeout)
+        if response.status != 200:
+            raise AirflowAPIError(f"get_health: HTTP {response.status}", response.status)
+        return _json(response.data)
 
     def version(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v2/version")
+        return self.call(VersionApi(self._api).get_version)
 
     # -- DAGs ---------------------------------------------------------------------------------
 
     def list_dags(self, **filters: Any) -> list[dict[str, Any]]:
-        """Every DAG the API lists (pages through); filters are query params, e.g. paused=False."""
-        dags: list[dict[str, Any]] = []
-        while True:
-            page = self.request("GET", "/api/v2/dags", params={"limit": 100, "offset": len(dags), **filters})
-            dags.extend(page["dags"])
-            if not page["dags"] or len(dags) >= page["total_entries"]:
-                return dags
+        """Every DAG the API lists (pages through); filters as DAGApi.get_dags takes them, e.g. paused=False."""
+        return self._pages(self.dags.get_dags, "dags", **filters)
 
     def get_dag(self, dag_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}")
+        return self.call(self.dags.get_dag, dag_id)
 
     def dag_details(self, dag_id: str) -> dict[str, Any]:
         """The DAG with its Params (`params`: name -> {"value", "schema", "description"})."""
-        return self.request("GET", f"/api/v2/dags/{dag_id}/details")
+        return self.call(self.dags.get_dag_details, dag_id)
 
     def import_errors(self) -> list[dict[str, Any]]:
         """DAG files that failed to parse: each with `filename` and `stack_trace`."""
-        return self.request("GET", "/api/v2/importErrors", params={"limit": 100})["import_errors"]
+        return self.call(ImportErrorApi(self._api).get_import_errors, limit=100)["import_errors"]
 
     def wait_for_dags(
         self, dag_ids: Iterable[str], timeout: float = 120.0, poll: float = 2.0
@@ -213,7 +212,7 @@ class AirflowClient:
             time.sleep(poll)
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
-        return self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
+        return self.call(self.dags.patch_dag, dag_id, DAGPatchBody(is_paused=paused))
 
     def unpause(self, dag_id: str) -> dict[str, Any]:
         return self.set_paused(dag_id, False)
@@ -230,47 +229,70 @@ class AirflowClient:
         logical_date: dt.datetime | dt.date | str | None = None,
         run_id: str | None = None,
         note: str | None = None,
+        partition_key: str | None = None,
     ) -> dict[str, Any]:
         """Start a DAG run; returns the DAGRunResponse (its `dag_run_id`, `state`, ...).
 
         `logical_date=None` starts a run with no logical date (Airflow 3 allows it); a date
-        means its midnight UTC, i.e. the run for that day under CronTriggerTimetable.
+        means its midnight UTC, i.e. the run for that day under CronTriggerTimetable. A
+        `partition_key` starts the run a partitioned timetable would have started for it.
         """
-        body: dict[str, Any] = {"logical_date": _iso(logical_date), "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
-        if note:
-            body["note"] = note
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        body = TriggerDAGRunPostBody(logical_date=_moment(logical_date), conf=dict(conf or {}), dag_run_id=run_id,
+                                     note=note, partition_key=partition_key)
+        return self.call(self.dag_runs.trigger_dag_run, dag_id, body)
 
     def clear_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """Clear a run: its tasks run again (tasks it lacks, e.g. after a DAG change, are created)."""
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/clear", json={"dry_run": False})
+        return self.call(self.dag_runs.clear_dag_run, dag_id, run_id, DAGRunClearBody(dry_run=False))
 
     def delete_run(self, dag_id: str, run_id: str) -> None:
-        self.request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        self.call(self.dag_runs.delete_dag_run, dag_id, run_id)
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
+        """Mark a run success, failed or queued (as the UI's "Mark as" does)."""
+        return self.call(self.dag_runs.patch_dag_run, dag_id, run_id, DAGRunPatchBody(state=state))
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return self.call(self.dag_runs.get_dag_run, dag_id, run_id)
 
     def list_runs(
         self, dag_id: str = "~", state: str | Iterable[str] | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Newest runs first; dag_id "~" lists runs of every DAG."""
-        params: dict[str, Any] = {"limit": limit, "order_by": "-run_after"}
-        if state:
-            params["state"] = [state] if isinstance(state, str) else list(state)
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+        states = None if state is None else [state] if isinstance(state, str) else list(state)
+        return self.call(self.dag_runs.get_dag_runs, dag_id, limit=limit, order_by=["-run_after"],
+                         state=states)["dag_runs"]
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-        return self.request("GET", path, params={"limit": 1000})["task_instances"]
+    def runs_at(self, dag_id: str, moment: dt.datetime | dt.date | str) -> list[dict[str, Any]]:
+        """The runs of `dag_id` whose logical date is `moment` (a date: its midnight UTC)."""
+        at = _moment(moment)
+        return self.call(self.dag_runs.get_dag_runs, dag_id, logical_date_gte=at, logical_date_lte=at)["dag_runs"]
+
+    def all_runs(self, dag_id: str = "~", **filters: Any) -> list[dict[str, Any]]:
+        """Every run (pages through); filters as DagRunApi.get_dag_runs takes them."""
+        return self._pages(self.dag_runs.get_dag_runs, "dag_runs", dag_id, **filters)
+
+    def task_instances(self, dag_id: str, run_id: str, state: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The task instances of one run ("~" for `dag_id` and `run_id`: of every run), up to 1000."""
+        return self.call(self.task_instances_api.get_task_instances, dag_id, run_id, limit=1000,
+                         state=None if state is None else list(state))["task_instances"]
+
+    def all_task_instances(self, dag_id: str = "~", run_id: str = "~") -> list[dict[str, Any]]:
+        """Every task instance (pages through)."""
+        return self._pages(self.task_instances_api.get_task_instances, "task_instances", dag_id, run_id)
+
+    def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The value a task pushed (its result by default); AirflowAPIError 404 when it pushed none."""
+        return self.call(self.xcom.get_xcom_entry, dag_id, task_id, run_id, key).get("value")
+
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """A task instance's operator links: name -> URL."""
+        return self.call(self.task_instances_api.get_extra_links, dag_id, run_id, task_id)["extra_links"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The log of one try of one task instance, one line per event."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        # Airflow 3 answers JSON (structured events) or NDJSON, not text/plain.
-        body = self.request("GET", path, params={"full_content": True, "map_index": map_index})
+        body = self.call(self.task_instances_api.get_log, dag_id, run_id, task_id, try_number, full_content=True,
+                         map_index=map_index, accept="application/json")
         return "\n".join(_log_line(entry) for entry in body["content"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800.0, **kwargs: Any) -> dict[str, Any]:
@@ -328,11 +350,3 @@ def _log_line(entry: str | dict[str, Any]) -> str:
         return entry
     head = " ".join(str(entry[key]) for key in ("timestamp", "level", "logger") if entry.get(key))
     return f"{head} {entry.get('event', '')}".strip()
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)

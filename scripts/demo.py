@@ -80,8 +80,7 @@ def retraining_story(client: AirflowClient, state: ReplayState, mlflow_url: str)
                      f"{evidence.get('previous_drift')}, drifted {', '.join(evidence.get('drifted_columns', [])[:8])}; "
                      f"served AUC {evidence.get('served_auc')} on {evidence.get('labelled_rows')} flights")
         try:
-            gate = (client.request("GET", f"/api/v2/dags/{TRAINING}/dagRuns/{run_id}/taskInstances/evaluate_and_gate/"
-                                          "xcomEntries/return_value").get("value") or [{}])[0]
+            gate = (client.xcom_value(TRAINING, run_id, "evaluate_and_gate") or [{}])[0]
         except AirflowAPIError:
             gate = {}
         verdict = "passed" if gate.get("passed") else "rejected" if gate else "not evaluated"

@@ -273,15 +273,6 @@ class MemorySampler(threading.Thread):
 
 # -- the run -----------------------------------------------------------------------------------------
 
-def all_pages(client: AirflowClient, path: str, field: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while True:
-        page = client.request("GET", path, params={"limit": 100, "offset": len(items), **params})
-        items.extend(page[field])
-        if not page[field] or len(items) >= page["total_entries"]:
-            return items
-
-
 class Load:
     def __init__(self, client: AirflowClient, first: dt.date, days: int, deadline: float):
         self.client = client
@@ -295,10 +286,10 @@ class Load:
         self.lost_runs: list[dict[str, Any]] = []
 
     def runs(self) -> list[dict[str, Any]]:
-        return all_pages(self.client, "/api/v2/dags/~/dagRuns", "dag_runs")
+        return self.client.all_runs()
 
     def task_instances(self) -> list[dict[str, Any]]:
-        return all_pages(self.client, "/api/v2/dags/~/dagRuns/~/taskInstances", "task_instances")
+        return self.client.all_task_instances()
 
     def progress(self, runs: list[dict[str, Any]], force: bool = False) -> None:
         if not force and time.monotonic() - self._last_progress < 30:
@@ -307,9 +298,8 @@ class Load:
         counts: dict[str, Counter[str]] = defaultdict(Counter)
         for run in runs:
             counts[run["dag_id"]][run["state"]] += 1
-        running = self.client.request("GET", "/api/v2/dags/~/dagRuns/~/taskInstances",
-                                      params={"state": ["running", "deferred", "queued", "scheduled"], "limit": 100})
-        tasks = Counter(t["state"] for t in running["task_instances"])
+        running = self.client.task_instances("~", "~", state=["running", "deferred", "queued", "scheduled"])
+        tasks = Counter(t["state"] for t in running)
         dags = "; ".join(f"{dag.replace('delay_model_', '').replace('flights_', '')} "
                          + " ".join(f"{s} {n}" for s, n in sorted(c.items())) for dag, c in sorted(counts.items()))
         _say(f"[{time.monotonic() - self.started:6.0f}s] {self.phase}: runs {dags}; tasks now "
@@ -343,9 +333,8 @@ class Load:
         ingested = [d.isoformat() for d in self.days if d.isoformat() in self.days_done(runs, INGEST, "logical_date")]
         lost = missing_days(runs, FEATURES, "partition_key", ingested)
         for day in lost:
-            run = self.client.request("POST", f"/api/v2/dags/{FEATURES}/dagRuns", json={
-                "logical_date": None, "partition_key": day, "conf": {},
-                "note": "make load: the run the scheduler did not create for this partition"})
+            run = self.client.trigger(FEATURES, partition_key=day,
+                                      note="make load: the run the scheduler did not create for this partition")
             self.lost_runs.append({"dag_id": FEATURES, "partition_key": day, "run_id": run["dag_run_id"],
                                    "after_s": round(time.monotonic() - self.started, 1),
                                    "why": "raw_schedule and raw_weather of the day were published, no run followed"})

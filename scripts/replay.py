@@ -180,13 +180,10 @@ class Replay:
     # -- runs -------------------------------------------------------------------------------
 
     def _runs_on(self, dag_id: str, day: dt.date, hour: int = 0) -> list[dict[str, Any]]:
-        moment = f"{day.isoformat()}T{hour:02d}:00:00Z"
-        return self.client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                                   params={"logical_date_gte": moment, "logical_date_lte": moment})["dag_runs"]
+        return self.client.runs_at(dag_id, dt.datetime.combine(day, dt.time(hour), tzinfo=dt.timezone.utc))
 
     def _partition_runs(self, dag_id: str, day: dt.date) -> list[dict[str, Any]]:
-        runs = self.client.request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                                   params={"limit": 20, "order_by": "-run_after"})["dag_runs"]
+        runs = self.client.list_runs(dag_id, limit=20)
         return [run for run in runs if (run.get("partition_key") or "")[:10] == day.isoformat()]
 
     def day_runs(self, day: dt.date) -> list[tuple[str, dict[str, Any]]]:
@@ -302,8 +299,7 @@ class Replay:
 
     def decision(self, run_id: str) -> dict[str, Any] | None:
         try:
-            value = self.client.request("GET", f"/api/v2/dags/{MONITORING}/dagRuns/{run_id}/taskInstances/"
-                                               "monitor/xcomEntries/return_value").get("value")
+            value = self.client.xcom_value(MONITORING, run_id, "monitor")
         except AirflowAPIError:
             return None  # monitor skipped (no champion, no features) or failed
         result = (value or [{}])[0]

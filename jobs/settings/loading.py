@@ -83,6 +83,11 @@ class EnvironmentSource(EnvSettingsSource):
     `PIPELINE__NOTIFICATIONS__TO='[you@example.org]'`); ENV_ALIASES' variables their key.
     A section that does not exist is kept, so that validation refuses it by name."""
 
+    def _field_is_complex(self, field: Any) -> tuple[bool, bool]:
+        # Every value is YAML, a text key's too (as in the files): '"spark"' is the text spark, and a
+        # number given for a text key is refused by name. pydantic-settings decodes complex fields only.
+        return True, False
+
     def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
         try:
             return yaml.safe_load(value)

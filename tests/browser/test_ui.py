@@ -119,8 +119,7 @@ def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui
     assert promoted and promoted[0].to == ["oncall@pipeline.test"], [mail.subject for mail in mails]
 
     # The task's links lead to what it made: the model card of that very version.
-    links = client.request("GET", f"/api/v2/dags/delay_model_training/dagRuns/{run_id}/taskInstances/"
-                                  "evaluate_and_gate/links")["extra_links"]
+    links = client.extra_links("delay_model_training", run_id, "evaluate_and_gate")
     response = httpx.get(url + links["Model card"], headers={"Authorization": f"Bearer {client.token()}"},
                          follow_redirects=True)
     assert response.status_code == 200 and f"version={champion}/model_card.html" in str(response.url)

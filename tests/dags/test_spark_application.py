@@ -500,10 +500,7 @@ def test_bad_spark_application_settings_fail_with_their_key(monkeypatch, change,
     from jobs.settings import SettingsError, load_settings
 
     for name, value in change.items():
-        # A text value as is: a nested key's value is taken literally since pydantic-settings reads the
-        # environment (README: `"spark"` with its quotes would be the text "spark" with quotes).
-        monkeypatch.setenv(f"PIPELINE__RUNNER__SPARK_APPLICATION__{name.upper()}",
-                           value if isinstance(value, str) else json.dumps(value))
+        monkeypatch.setenv(f"PIPELINE__RUNNER__SPARK_APPLICATION__{name.upper()}", json.dumps(value))
     with pytest.raises(SettingsError) as caught:
         load_settings("production")
     assert expected in str(caught.value)

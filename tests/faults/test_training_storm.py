@@ -76,4 +76,4 @@ def test_ten_simultaneous_trainings_run_one_at_a_time(served_copy, tmp_path):
 
         client.pause(DAG_ID)
         for run_id in run_ids - {first}:  # the stack's stop ends whatever is left
-            client.request("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+            client.set_run_state(DAG_ID, run_id, "failed")

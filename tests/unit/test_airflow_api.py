@@ -100,3 +100,22 @@ def test_other_errors_are_raised_at_once_with_the_servers_detail(serve, status: 
         client.trigger("flights_ingest")
     assert raised.value.status_code == status and body["detail"] in str(raised.value)
     assert len(server.calls) == 1
+
+
+def test_filters_reach_the_server_as_airflow_reads_them(serve) -> None:
+    """The official client builds the query: repeated keys for lists, ISO moments with their zone."""
+    import datetime as dt
+    from urllib.parse import parse_qs, urlsplit
+
+    server = serve([(200, {"dag_runs": [], "total_entries": 0})] * 2 + [(200, {"value": [{"retrain": True}]})])
+    with AirflowClient(server.url, "admin", "pw") as client:
+        client.list_runs("delay_model_training", state=["queued", "running"], limit=1)
+        client.runs_at("flights_ingest", dt.date(2013, 3, 1))
+        assert client.xcom_value("delay_model_monitoring", "scheduled__x", "monitor") == [{"retrain": True}]
+    (listing, at, xcom) = [urlsplit(call[1]) for call in server.calls]
+    assert listing.path == "/api/v2/dags/delay_model_training/dagRuns"
+    assert parse_qs(listing.query) == {"limit": ["1"], "order_by": ["-run_after"], "state": ["queued", "running"]}
+    moments = parse_qs(at.query)
+    assert {k: [dt.datetime.fromisoformat(v) for v in vs] for k, vs in moments.items()} == {
+        key: [dt.datetime(2013, 3, 1, tzinfo=dt.timezone.utc)] for key in ("logical_date_gte", "logical_date_lte")}
+    assert xcom.path == "/api/v2/dags/delay_model_monitoring/dagRuns/scheduled__x/taskInstances/monitor/xcomEntries/return_value"

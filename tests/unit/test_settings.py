@@ -295,6 +295,19 @@ def test_pipeline_env_variables_override_nested_keys(monkeypatch):
     assert settings.airflow.start_date == dt.date(2013, 1, 1), "siblings of an overridden key stay"
 
 
+def test_environment_values_are_yaml_like_the_files(monkeypatch):
+    """A variable's value reads as the same text in a settings file would: quotes delimit a text, a list is
+    a list, and a number where a text belongs is refused by name."""
+    monkeypatch.setenv("PIPELINE__MLFLOW__MODEL_NAME", '"flight_delay_v2"')
+    monkeypatch.setenv("PIPELINE__NOTIFICATIONS__TO", "[a@example.org, b@example.org]")
+    settings = load_settings("local")
+    assert settings.mlflow.model_name == "flight_delay_v2"
+    assert settings.notifications.to == ("a@example.org", "b@example.org")
+    monkeypatch.setenv("PIPELINE__MLFLOW__MODEL_NAME", "42")
+    with pytest.raises(SettingsError, match=r"mlflow\.model_name: Input should be a valid string"):
+        load_settings("local")
+
+
 def test_a_bad_environment_override_names_the_variable_source(monkeypatch):
     monkeypatch.setenv("PIPELINE__INGEST__MAX_BAD_ROW_FRACTION", "2")
     with pytest.raises(SettingsError) as info:
