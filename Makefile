@@ -52,7 +52,7 @@ demo: $(STAMP)
 
 # A year of 2013 through the DAGs (its own stack state in .replay/); resumes where it stopped.
 replay: $(STAMP)
-	$(PY) -m scripts.replay $(if $(REPLAY_START),--start $(REPLAY_START)) $(if $(REPLAY_END),--end $(REPLAY_END))
+	$(PY) -m scripts.replay $(if $(REPLAY_START),--start $(REPLAY_START)) $(if $(REPLAY_END),--end $(REPLAY_END)) $(if $(REPLAY_STRETCH),--stretch $(REPLAY_STRETCH))
 
 # A 30-day catch-up on the production configuration (PostgreSQL metadata and MLflow store, LocalExecutor
 # parallelism 4): failed tasks, duplicate rows, time and memory (README). Too long for `make test`; needs

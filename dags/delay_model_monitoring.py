@@ -11,6 +11,7 @@ model and retrain when the world has moved (`python -m jobs.monitor --ds D`):
 | `monitor` | Evidently data drift of D's features and prediction drift of D's scores against the champion's training reference; served ROC AUC, precision, recall and calibration of the days whose outcomes have arrived (D-1 and the window before it); the retraining decision |
 | `retrain_decision` | logs the decision and its reason; branches |
 | `trigger_retraining` | triggers `delay_model_training` with `conf`: the reason, the evidence and the windows |
+| `wait_for_retraining` | waits (in the triggerer, up to `monitoring.training_wait_s`) for that training to finish: the next day's decision, and the scores it judges, follow from its outcome |
 | `no_retraining` | the decision was no (the reason is in the `monitor` and `retrain_decision` logs) |
 
 **The policy** (`retraining:` in settings, jobs/retrain.py: one decision with one table of
@@ -22,7 +23,9 @@ starts while a training runs. On this data a frozen model's AUC wanders with no 
 weather drift tracks what a retrain gains, so drift alone can start one.
 
 **Catch-up**: every missed day is monitored, in order (a missed day would break a drift
-streak); each run waits in the triggerer for its day's predictions.
+streak); each run waits in the triggerer for its day's predictions, and a run that started a
+training waits for it, so a promotion (which rescores the days scored ahead of it) comes
+before the next day is judged.
 
 **Where to look**: the reports (**Browse > Pipeline reports > drift**, or the `monitor`
 task's "Drift report" link), the MLflow experiment `flight_delay_monitoring` (one run per
@@ -38,9 +41,9 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, CronTriggerTimetable, XComArg, task
 
-from common.config import default_args, end_date, schedule_cron, start_date
+from common.config import default_args, end_date, schedule_cron, settings, start_date
 from common.notify import task_callback
-from common.sensors import LakeObjectSensor
+from common.sensors import DagRunFinishedSensor, LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.score import predictions_key
 
@@ -113,5 +116,14 @@ with DAG(
         on_success_callback=task_callback("drift_retraining"),
         doc_md="delay_model_training with conf: reason, evidence, windows. One per monitored day at most.",
     )
+    wait_for_retraining = DagRunFinishedSensor(
+        task_id="wait_for_retraining",
+        external_dag_id=TRAINING_DAG_ID,
+        run_id="monitoring__{{ ds }}",
+        timeout=settings().monitoring.training_wait_s,
+        soft_fail=True,
+        doc_md="Waits for the training it started; the next day's monitoring starts after it (max_active_runs 1).",
+    )
     no_retraining = EmptyOperator(task_id="no_retraining", doc_md="No retraining: the reason is in the logs.")
     state >> wait >> monitor >> decision >> [trigger_retraining, no_retraining]
+    trigger_retraining >> wait_for_retraining

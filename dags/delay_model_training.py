@@ -13,6 +13,8 @@ held-out days, and let only a better model become `champion`.
 | `gate_decision` | branches: rejected -> `not_promoted`; approval required -> `approve`; else `skip_approval` |
 | `approve` | a person approves or rejects in the Airflow UI (human-in-the-loop); unanswered after `approval_timeout_hours`, it fails and nothing is promoted |
 | `promote` | `champion` moves to the candidate, the old champion becomes `previous` |
+| `days_scored_ahead` | for a training monitoring of day X started: the days after X already scored by the old champion (a catch-up, a replay); none live, none for a training by hand or schedule, and then the rescoring is *skipped* |
+| `rescore_ahead` | a `flights_batch_scoring` run with `ahead_of` X scores them again with the new champion, so every day is served by the champion of its start |
 
 **When it runs**: by hand (trigger form below: always trains), when `delay_model_monitoring`
 decides to retrain (its `conf` fills `reason` and the windows), and weekly on schedule. The
@@ -37,6 +39,7 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -181,5 +184,34 @@ with DAG(
         on_success_callback=task_callback("promoted"),
         doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",
     )
+    @task
+    def days_scored_ahead(run_id: str | None = None) -> dict[str, str]:
+        """The conf of the rescoring run: the monitored day X that started this training (its run id,
+        `monitoring__X`); skipped when no day after X is scored yet (live), or when no monitoring started it."""
+        from jobs.lake import Lake
+        from jobs.score import dates_ahead
+
+        prefix = "monitoring__"
+        if not (run_id or "").startswith(prefix):
+            raise AirflowSkipException("not started by monitoring: the new champion serves from now on, no day is "
+                                       "rescored")
+        decided_on = dt.date.fromisoformat(run_id[len(prefix):len(prefix) + 10])
+        days = dates_ahead(Lake.from_settings(), decided_on)
+        if not days:
+            raise AirflowSkipException(f"no day after {decided_on} is scored yet: nothing to rescore")
+        print(f"{len(days)} day(s) after {decided_on} scored ahead by the old champion: {days[0]}..{days[-1]}")
+        return {"ahead_of": decided_on.isoformat()}
+
+    ahead = days_scored_ahead()
+    rescore_ahead = TriggerDagRunOperator(
+        task_id="rescore_ahead",
+        trigger_dag_id="flights_batch_scoring",
+        conf=ahead,
+        logical_date=None,  # as monitoring's trigger: a wall-clock date would fall after the DAGs' end date
+        wait_for_completion=True,
+        deferrable=True,
+        poke_interval=settings().sensors.poke_interval_s,
+        doc_md="flights_batch_scoring with `ahead_of` X: the days after X scored ahead, by the new champion.",
+    )
     request >> training_set >> train >> evaluate >> decision >> [not_promoted, approve, skip_approval]
-    [approve, skip_approval] >> promote
+    [approve, skip_approval] >> promote >> ahead >> rescore_ahead

@@ -14,7 +14,10 @@ rebuilt features partition is rescored too.
 
 **Trigger by hand** to rescore, e.g. after promoting or rolling back a model: a partition key
 (one flight date), or `start` and `end` (a range: one Spark pass). A rerun replaces the
-partition.
+partition. `ahead_of` X rescores the days scored ahead of monitoring's decision of X
+(`jobs.score --ahead-of X`): `delay_model_training` triggers it after a promotion that
+monitoring of X started, so that in a catch-up or a replay every day is scored by the champion
+serving at its start (live there are none).
 
 **Nothing to score** is a *skipped* task, not a failure, and its log says why: no champion
 yet (the first training has not promoted one), or no features partition for D (named).
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, PartitionedAssetTimetable, task
+from airflow.sdk import DAG, Param, PartitionedAssetTimetable, task
 
 from common.assets import features_asset, predictions_asset
 from common.config import default_args, settings, start_date
@@ -62,12 +65,17 @@ with DAG(
     # D's predictions by notifications.predictions_deadline after the start of D, else a mail.
     deadline=predictions_deadline(),
     tags=["scoring", "spark", "mlflow", "lake"],
-    params=range_params("score"),
+    params={**range_params("score"),
+            "ahead_of": Param(None, type=["null", "string"], format="date", title="Rescore the days after",
+                              description="Monitoring's day X whose training was promoted: the dates with features "
+                                          "after X and after the last monitored day (start/end left out).")},
 ) as dag:
 
     @task
     def flight_dates(params: dict | None = None, partition_key: str | None = None) -> list[str]:
         """The flight dates of this run, as CLI arguments (wiring only)."""
+        if (params or {}).get("ahead_of") and not partition_key:
+            return ["--ahead-of", str(params["ahead_of"])[:10]]
         first, days = resolve_dates(partition_key, params or {}, _data.first_flight_date, _data.last_flight_date)
         return ["--ds", first.isoformat(), "--days", str(days)]
 

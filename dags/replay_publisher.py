@@ -15,7 +15,8 @@ purpose and watch `flights_ingest` quarantine it:
 
 **The replay clock** (`make replay`): with `as_of` = D it delivers what upstream has sent by
 the start of D (the schedule and forecast of D, the outcomes of D-1), the files the day's
-`flights_ingest` run waits for; the other fields are then ignored (but `redeliver`).
+`flights_ingest` run waits for, and with `days` = N the same for each of the N clock days
+ending on D (a stretch); the other fields are then ignored (but `redeliver`).
 
 Row-level kinds (`duplicates`, `bad_values`, `unknown_code`, `other_date`,
 `schedule_mismatch`) damage 10% of rows unless `corrupt_rows` says how many; a
@@ -77,7 +78,8 @@ with DAG(
         """Turn the trigger form into CLI arguments (wiring only)."""
         assert params is not None
         if params.get("as_of"):
-            return ["--as-of", params["as_of"]] + (["--redeliver"] if params["redeliver"] else [])
+            return (["--as-of", params["as_of"], "--days", str(params["days"])]
+                    + (["--redeliver"] if params["redeliver"] else []))
         args = ["--ds", params["start"], "--days", str(params["days"])]
         for feed in params["feeds"]:
             args += ["--feed", feed]

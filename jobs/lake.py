@@ -263,6 +263,15 @@ class Lake:
         return len(written)
 
     # Partitions ------------------------------------------------------------
+    def partition_dates(self, prefix: str) -> set[dt.date]:
+        """The flight dates of the committed partitions under `prefix` (e.g. `features/flights/`)."""
+        found = set()
+        for key in self.list(prefix):
+            part = key[len(prefix):].split("/", 1)[0]
+            if part.startswith("date=") and key.endswith(f"/{MANIFEST}"):
+                found.add(dt.date.fromisoformat(part[5:]))
+        return found
+
     def partition_exists(self, key: str) -> bool:
         return self._store.exists(f"{key}/{MANIFEST}")
 

@@ -1,6 +1,8 @@
 """Score the flights of flight dates with the serving model, in Spark.
 
     python -m jobs.score --ds 2013-03-01 [--days N]
+    python -m jobs.score --ahead-of 2013-07-15
+
 
 1. `models:/flight_delay@champion` is resolved once, at the start, to a version: every date
    of the run is scored by that version even if the alias moves meanwhile.
@@ -13,6 +15,13 @@
    `training.decision_threshold`), `model_version`, `model_run_id` and `scored_at`; the
    manifest records the model and the features partition it read. A rerun replaces the
    partition.
+
+`--ahead-of X` rescores the days scored ahead of monitoring's decision of day X: the dates
+with features after X and after the last day monitoring judged (`reports/drift/{ds}/summary.json`).
+A catch-up or a replay builds and scores days before monitoring has judged the day before them;
+when monitoring of X starts a training that promotes, delay_model_training runs this, so that
+every day from X+1 on is served by the new champion, as it would have been live. Live there are
+none: the features of X+1 are built at the start of X+1, after the training.
 
 Nothing to score is a skip, not a failure (exit 4, jobs/results.py): no champion yet (the
 first training has not promoted one), or no features partition for the date (the message
@@ -36,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs.cli import step_parser
-from jobs.lake import Lake, PartitionNotFound, partition_key
+from jobs.lake import Lake, PartitionNotFound, partition_key, report_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
 
 if TYPE_CHECKING:
@@ -194,9 +203,42 @@ def scoring_frame(spark: "SparkSession", table: "Any", rows_per_task: int) -> "D
     return spark.createDataFrame(table).coalesce(scoring_tasks(table.num_rows, rows_per_task))
 
 
+def last_monitored_date(lake: Lake) -> dt.date | None:
+    """The latest flight date whose monitoring finished (its `reports/drift/{ds}/summary.json`)."""
+    prefix = report_key("drift") + "/"
+    days = {key[len(prefix):].split("/", 1)[0] for key in lake.list(prefix) if key.endswith("/summary.json")}
+    return max((dt.date.fromisoformat(day) for day in days), default=None)
+
+
+def dates_ahead(lake: Lake, decided_on: dt.date) -> list[dt.date]:
+    """The flight dates with features after `decided_on` (monitoring's day that started a training) and after
+    the last monitored day (a day already judged keeps the scores it was judged on)."""
+    after = max(decided_on, last_monitored_date(lake) or decided_on)
+    return sorted(day for day in lake.partition_dates("features/flights/") if day > after)
+
+
 def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
                 spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
     """Score flight dates first .. first+days-1 with the champion (see the module docstring)."""
+    return score_champion(lake, [(first + dt.timedelta(days=i)).isoformat() for i in range(days)], settings=settings,
+                          spark=spark, mlflow_client=mlflow_client)
+
+
+def score_ahead(lake: Lake, decided_on: dt.date, *, settings: "Settings | None" = None,
+                spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
+    """Rescore with the champion the dates scored ahead of monitoring's decision of `decided_on` (`--ahead-of`)."""
+    dates = dates_ahead(lake, decided_on)
+    if not dates:
+        raise NothingToScore(f"no day after {decided_on} is scored ahead of monitoring (last monitored: "
+                             f"{last_monitored_date(lake) or 'none yet'}): nothing to rescore")
+    log.info("rescoring %d date(s) scored ahead of monitoring: %s..%s", len(dates), dates[0], dates[-1])
+    return score_champion(lake, [day.isoformat() for day in dates], settings=settings, spark=spark,
+                          mlflow_client=mlflow_client)
+
+
+def score_champion(lake: Lake, dates: Sequence[str], *, settings: "Settings | None" = None,
+                   spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
+    """Score `dates` with the champion, resolved once."""
     from jobs.registry import client
     from jobs.settings import get_settings
 
@@ -207,7 +249,6 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     model = resolve_champion(mlflow_client, settings.mlflow.model_name, settings.training.decision_threshold)
     log.info("serving model %s (run %s), threshold %.3f", model.uri, model.run_id, model.threshold)
-    dates = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
     return score_with_model(lake, model, dates, settings=settings, spark=spark)
 
 
@@ -274,10 +315,21 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = step_parser("jobs.score", __doc__.split("\n\n")[0], "--ds 2013-03-01", "--ds 2013-03-01 --days 31")
-    parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
+    parser = step_parser("jobs.score", __doc__.split("\n\n")[0], "--ds 2013-03-01", "--ds 2013-03-01 --days 31",
+                         "--ahead-of 2013-07-15")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ds", type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
+    which.add_argument("--ahead-of", type=dt.date.fromisoformat, metavar="X",
+                       help="the dates with features after monitoring's day X and after the last monitored day "
+                            "(a promotion in a catch-up)")
     parser.add_argument("--days", type=int, default=1, help="consecutive flight dates from --ds (default 1)")
     return parser
+
+
+def _dates_of(args: argparse.Namespace, lake: Lake) -> list[dt.date]:
+    if args.ahead_of:
+        return dates_ahead(lake, args.ahead_of)
+    return [args.ds + dt.timedelta(days=offset) for offset in range(args.days)]
 
 
 def lake_results(argv: Sequence[str], since: dt.datetime) -> list[dict[str, Any]]:
@@ -285,8 +337,8 @@ def lake_results(argv: Sequence[str], since: dt.datetime) -> list[dict[str, Any]
     args = build_parser().parse_args(list(argv))
     lake = Lake.from_settings()
     results = []
-    for offset in range(args.days):
-        ds = (args.ds + dt.timedelta(days=offset)).isoformat()
+    for day in _dates_of(args, lake):
+        ds = day.isoformat()
         try:
             manifest = lake.read_manifest(predictions_key(ds))
         except PartitionNotFound:
@@ -306,10 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
+    if args.ahead_of and args.days != 1:
+        parser.error("--days goes with --ds: --ahead-of finds its dates itself")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     lake = Lake.from_settings()
     try:
-        results = score_dates(lake, args.ds, args.days)
+        results = score_ahead(lake, args.ahead_of) if args.ahead_of else score_dates(lake, args.ds, args.days)
     except NothingToScore as exc:
         print(f"{SKIP_PREFIX}{exc}", flush=True)
         record_rejection(str(exc))

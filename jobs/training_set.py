@@ -91,15 +91,7 @@ class Windows:
 
 def last_labelled_date(lake: Lake, not_after: dt.date | None = None) -> dt.date | None:
     """The latest flight date with both a features partition and its outcomes (labels), optionally capped."""
-    def dates(prefix: str) -> set[dt.date]:
-        found = set()
-        for key in lake.list(prefix):
-            part = key[len(prefix):].split("/", 1)[0]
-            if part.startswith("date=") and key.endswith("/_manifest.json"):
-                found.add(dt.date.fromisoformat(part[5:]))
-        return found
-
-    both = dates("features/flights/") & dates("raw/flights/")
+    both = lake.partition_dates("features/flights/") & lake.partition_dates("raw/flights/")
     if not_after is not None:
         both = {d for d in both if d <= not_after}
     return max(both, default=None)

@@ -1,6 +1,6 @@
 """`make replay`: a year of flights through the real DAGs on the local stack, the replay clock ticking a day at a time.
 
-    python -m scripts.replay [--start 2013-01-01] [--end 2013-12-31] [--first-model-days 31]
+    python -m scripts.replay [--start 2013-01-01] [--end 2013-12-31] [--first-model-days 31] [--stretch 7]
 
 The replay plays upstream and nothing else; Airflow runs the pipeline as it would live:
 1. its own stack (`.replay/`: Airflow home, MLflow home, lake), so the demo's state is not
@@ -10,25 +10,28 @@ The replay plays upstream and nothing else; Airflow runs the pipeline as it woul
    `flights_ingest` and the asset-triggered `flights_features` runs build it; one
    `delay_model_training` run (its default windows: the last labelled week held out) makes the
    first champion, and one `flights_batch_scoring` range run scores the month with it;
-3. then, day by day: `replay_publisher` with `as_of` = D delivers what upstream has sent by the
-   start of D (the schedule and forecast of D, the outcomes of D-1). The scheduler's own runs do
-   the rest: `flights_ingest` for D (catch-up: its run waits in the triggerer for the files),
-   `flights_features` and `flights_batch_scoring` for D (on the Assets; scoring resolves the
-   champion then), and `delay_model_monitoring` for D (catch-up, one day at a time: it waits for
-   D's predictions), whose decision may trigger `delay_model_training`. The clock ticks to D+1
-   only once D's monitoring has finished and no training is queued or running: every day is
-   scored by the champion serving at its start, and a training started on D changes later days
-   only. The weekly training schedule cannot fire on the wall clock (its dates end with the
+3. then a stretch of days at a time (`--stretch`, 7 by default; 1 is a day at a time):
+   `replay_publisher` with `as_of` = the stretch's last day E delivers what upstream has sent by
+   the start of E (schedules and forecasts up to E, outcomes up to E-1). The scheduler's own runs
+   do the rest, as in a catch-up: `flights_ingest` for each day (its runs wait in the triggerer for
+   the files), `flights_features` and `flights_batch_scoring` for each day (on the Assets, as soon
+   as their inputs are there: scoring resolves the champion then), and `delay_model_monitoring`
+   day after day, in order (it waits for the day's predictions), whose decision may trigger
+   `delay_model_training`. A monitoring run that started a training waits for it, and a promotion
+   rescores the days scored ahead of monitoring (`jobs.score --ahead`): every day is scored by the
+   champion serving at its start, and a training started on D changes later days only, as a day at
+   a time would have. A day is closed once its monitoring has finished and no training is queued
+   or running. The weekly training schedule cannot fire on the wall clock (its dates end with the
    replay's); monitoring asks the same decision every day, model age included (jobs/retrain.py).
 
-Interrupted (Ctrl-C, a crash, a reboot), it resumes where it stopped: the clock's position is in
+Interrupted (Ctrl-C, a crash, a reboot), it resumes where it stopped: the first day not closed is in
 `.replay/state.json`, deliveries are never rewritten, and each day's runs are the scheduler's,
 kept in Airflow's database. A failed run stops the replay with the run named (fix, clear it in
 the UI, run `make replay` again). A second replay while one runs, or while the demo's stack
 runs, is refused before anything starts.
 
-Each day's wall time and its task time by DAG go to `.replay/state.json`; the summary prints the
-year's time and its breakdown by step.
+Each day's wall time (since the day before it closed) and its task time by DAG go to
+`.replay/state.json`; the summary prints the year's time and its breakdown by step.
 """
 from __future__ import annotations
 
@@ -56,9 +59,10 @@ MONITORING, TRAINING = "delay_model_monitoring", "delay_model_training"
 ALL_DAGS = (PUBLISH, INGEST, FEATURES, SCORING, MONITORING, TRAINING)
 TERMINAL = ("success", "failed")
 # The pipeline's settings the replay changes, each for a reason: the DAGs' dates end with the
-# replay (the schedules' clock), the sensors' waits are seconds, not hours, and one ingest run
-# waits ahead (the clock delivers one day at a time).
-POKE_INTERVAL_S, SENSOR_TIMEOUT_S = 1, 900
+# replay (the schedules' clock), the sensors' waits are seconds, not hours, and a few ingest runs
+# work at once (a stretch delivers several days).
+POKE_INTERVAL_S, SENSOR_TIMEOUT_S, INGEST_RUNS_AHEAD = 1, 900, 3
+STRETCH_DAYS = 7
 # The settings a window of a few weeks needs (the tests and benchmarks of the loop): a 3-day holdout
 # and 2 validation days, and a gate whose floor and slice sizes fit a model trained on under two weeks.
 SHORT_WINDOW_ENV = {"PIPELINE__TRAINING__HOLDOUT_DAYS": "3", "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
@@ -106,7 +110,7 @@ def replay_env(first: dt.date, last: dt.date) -> dict[str, str]:
         "PIPELINE__DATA__FIRST_FLIGHT_DATE": first.isoformat(),
         # The run of last+1 ingests the outcomes of `last`; monitoring's last run is on that day too.
         "PIPELINE__AIRFLOW__END_DATE": (last + dt.timedelta(days=1)).isoformat(),
-        "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": "1",
+        "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": str(INGEST_RUNS_AHEAD),
         "PIPELINE__SENSORS__POKE_INTERVAL_S": str(POKE_INTERVAL_S),
         "PIPELINE__SENSORS__TIMEOUT_S": str(SENSOR_TIMEOUT_S),
     }
@@ -183,7 +187,7 @@ class Replay:
         return self.client.runs_at(dag_id, dt.datetime.combine(day, dt.time(hour), tzinfo=dt.timezone.utc))
 
     def _partition_runs(self, dag_id: str, day: dt.date) -> list[dict[str, Any]]:
-        runs = self.client.list_runs(dag_id, limit=20)
+        runs = self.client.list_runs(dag_id, limit=50)  # a stretch's days, and rescoring runs, after it
         return [run for run in runs if (run.get("partition_key") or "")[:10] == day.isoformat()]
 
     def day_runs(self, day: dt.date) -> list[tuple[str, dict[str, Any]]]:
@@ -264,9 +268,13 @@ class Replay:
         self.state.save(self.state_file)
 
     def tick(self, day: dt.date) -> dict[str, Any]:
-        """One day of the clock: deliver what is due at its start, wait until the loop has closed it."""
+        """One day of the clock alone: deliver what is due at its start, wait until the loop has closed it."""
         started = time.monotonic()
         self.deliver(as_of=day.isoformat())
+        return self.close_day(day, started)
+
+    def close_day(self, day: dt.date, started: float) -> dict[str, Any]:
+        """Wait until the loop has closed `day` (delivered already): its monitoring finished, no training active."""
         last = dt.date.fromisoformat(self.state.last)
 
         def monitored() -> list[dict[str, Any]]:
@@ -318,26 +326,32 @@ class Replay:
                 seconds[name] += float(task.get("duration") or 0.0)
         return {key: round(value, 2) for key, value in seconds.items()}
 
-    def loop(self, done: Callable[[ReplayState], bool] | None = None) -> None:
-        """Tick day by day to the end of the window (or until `done(state)` says so after a tick)."""
-        last = dt.date.fromisoformat(self.state.last)
+    def loop(self, done: Callable[[ReplayState], bool] | None = None, stretch: int = STRETCH_DAYS) -> None:
+        """Deliver a stretch at a time and close its days in order, to the end of the window (or until
+        `done(state)` says so after a day)."""
+        end = dt.date.fromisoformat(self.state.last) + dt.timedelta(days=1)  # the outcomes of the last day
         day = dt.date.fromisoformat(self.state.next_day or self.state.first)
-        while day <= last + dt.timedelta(days=1) and not (done and done(self.state)):
-            record = self.tick(day)
-            self.state.days[day.isoformat()] = record
-            self.state.elapsed_s += record["wall_s"]
-            self.state.next_day = (day + dt.timedelta(days=1)).isoformat()
-            self.state.save(self.state_file)
-            decision = record.get("decision") or {}
-            auc = decision.get("served_auc")
-            _say(f"{day} {record['wall_s']:5.1f}s  v{decision.get('model_version', '-')}  drift "
-                 f"{decision.get('drift_share') if decision.get('drift_share') is not None else '-'}  served AUC "
-                 f"{'-' if auc is None else f'{auc:.3f}'}  {(decision.get('decision') or '')[:110]}")
-            day += dt.timedelta(days=1)
+        while day <= end and not (done and done(self.state)):
+            started = time.monotonic()
+            as_of = min(day + dt.timedelta(days=stretch - 1), end)
+            self.deliver(as_of=as_of.isoformat(), days=(as_of - day).days + 1)
+            while day <= as_of and not (done and done(self.state)):
+                record = self.close_day(day, started)
+                started = time.monotonic()
+                self.state.days[day.isoformat()] = record
+                self.state.elapsed_s += record["wall_s"]
+                self.state.next_day = (day + dt.timedelta(days=1)).isoformat()
+                self.state.save(self.state_file)
+                decision = record.get("decision") or {}
+                auc = decision.get("served_auc")
+                _say(f"{day} {record['wall_s']:5.1f}s  v{decision.get('model_version', '-')}  drift "
+                     f"{decision.get('drift_share') if decision.get('drift_share') is not None else '-'}  served "
+                     f"AUC {'-' if auc is None else f'{auc:.3f}'}  {(decision.get('decision') or '')[:110]}")
+                day += dt.timedelta(days=1)
 
 
 def run_replay(config: StackConfig, state: ReplayState, state_file: Path, timeout: float,
-               done: Callable[[ReplayState], bool] | None = None) -> Stack:
+               done: Callable[[ReplayState], bool] | None = None, stretch: int = STRETCH_DAYS) -> Stack:
     """Start the stack of `config`, then make the first model (unless the state has it) and tick the clock."""
     stack = start_stack(config)
     client = stack.client()
@@ -347,7 +361,7 @@ def run_replay(config: StackConfig, state: ReplayState, state_file: Path, timeou
     replay = Replay(client, state, state_file, timeout)
     if state.next_day is None:
         replay.first_model()
-    replay.loop(done)
+    replay.loop(done, stretch)
     return stack
 
 
@@ -400,9 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-model-days", type=int, default=31,
                         help="days delivered before the first model is trained on them (default 31: January)")
     parser.add_argument("--home", type=Path, default=REPLAY_HOME, help="the replay's state (default .replay/)")
+    parser.add_argument("--stretch", type=int, default=STRETCH_DAYS,
+                        help=f"days delivered at once (default {STRETCH_DAYS}; 1: a day at a time)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds any one wait may take")
     parser.add_argument("--stop", action="store_true", help="stop the replay's stack when done")
     args = parser.parse_args(argv)
+    if args.stretch < 1:
+        parser.error("--stretch must be at least 1 (days delivered at once)")
     # Ctrl-C, and SIGINT or SIGTERM from a supervisor, stop the clock (the day in flight runs again on resume); a
     # replay started in the background (`make replay &`) inherits SIGINT ignored, hence the handlers.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
@@ -418,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{state.first_model_days} days); remove {args.home} to start another")
             state = state or ReplayState(args.start.isoformat(), args.end.isoformat(), args.first_model_days)
             _say(("resuming at " + state.next_day) if state.next_day else f"replaying {args.start}..{args.end}")
-            stack = run_replay(replay_config(args.start, args.end, args.home), state, state_file, args.timeout)
+            stack = run_replay(replay_config(args.start, args.end, args.home), state, state_file, args.timeout,
+                               stretch=args.stretch)
             summary = breakdown(state)
             (args.home / "summary.json").write_text(json.dumps(summary, indent=1))
             _say(f"done: {summary['days']} days in {summary['elapsed_s'] / 60:.1f} min "

@@ -75,3 +75,32 @@ class LakeObjectSensor(BaseSensorOperator):
         found = lake.partition_exists(self.key) if self.partition else lake.exists(self.key)
         self.log.info("%s %s", lake.uri(self.key), "found" if found else "not there yet")
         return found
+
+
+class DagRunFinishedSensor(BaseSensorOperator):
+    """Succeeds once the run `run_id` of `external_dag_id` has finished, whichever way (success or failed).
+
+    The wait is the triggerer's (the standard provider's DagStateTrigger): no worker slot, no
+    process per poke. At `timeout` it fails, or skips with `soft_fail`.
+    """
+
+    template_fields: Sequence[str] = ("run_id",)
+    ui_color = "#eee8d5"
+
+    def __init__(self, *, external_dag_id: str, run_id: str, **kwargs: Any) -> None:
+        kwargs.setdefault("poke_interval", settings().sensors.poke_interval_s)
+        super().__init__(**kwargs)
+        self.external_dag_id = external_dag_id
+        self.run_id = run_id
+
+    def execute(self, context: Any) -> None:
+        from airflow.providers.standard.triggers.external_task import DagStateTrigger
+
+        self.defer(trigger=DagStateTrigger(dag_id=self.external_dag_id, states=["success", "failed"],
+                                           run_ids=[self.run_id], poll_interval=float(self.poke_interval)),
+                   method_name="execute_complete", timeout=dt.timedelta(seconds=float(self.timeout)))
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        states = event[1] if isinstance(event, (list, tuple)) and len(event) == 2 else {}
+        self.log.info("%s run %s finished: %s", self.external_dag_id, self.run_id,
+                      states.get(self.run_id, "?") if isinstance(states, dict) else "?")

@@ -327,6 +327,7 @@ class MonitoringSettings(_Strict):
     numerical_threshold: float = Field(gt=0.0)
     categorical_threshold: float = Field(gt=0.0, le=1.0)
     drift_share: float = Field(gt=0.0, le=1.0)
+    training_wait_s: int = Field(default=21600, ge=60)
 
 
 NotificationEvent = Literal["task_failed", "gate_rejected", "drift_retraining", "quarantine", "promoted",

@@ -108,12 +108,14 @@ def publish(
 
 def main(argv: list[str] | None = None) -> int:
     parser = step_parser("jobs.publish", __doc__.split("\n\n")[0], "--ds 2013-03-01 --days 7",
-                         "--as-of 2013-03-08", "--ds 2013-01-31 --feed schedule --corrupt duplicates")
+                         "--as-of 2013-03-08", "--as-of 2013-03-14 --days 7",
+                         "--ds 2013-01-31 --feed schedule --corrupt duplicates")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--ds", type=dt.date.fromisoformat, help="first flight date, YYYY-MM-DD")
     which.add_argument("--as-of", type=dt.date.fromisoformat, metavar="D",
                        help="deliver what upstream has sent by the start of D: schedule + forecast of D, outcomes of D-1")
-    parser.add_argument("--days", type=int, default=1, help="number of consecutive flight dates (default 1)")
+    parser.add_argument("--days", type=int, default=1,
+                        help="number of consecutive flight dates (default 1); with --as-of D, of clock days ending on D")
     parser.add_argument("--feed", choices=FEEDS_ORDER, action="append", help="only this feed (repeatable)")
     parser.add_argument("--corrupt", choices=sorted(corruption.KINDS), help="deliver a bad file of this kind")
     parser.add_argument("--corrupt-rows", type=int, help="rows to damage for row-level kinds (default 10%%)")
@@ -129,19 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.corrupt == "schedule_mismatch" and set(args.feed or FEEDS_ORDER) != {"flights"}:
         parser.error("--corrupt schedule_mismatch applies to --feed flights only")
     if args.as_of is not None:
-        if args.feed or args.corrupt or args.days != 1:
-            parser.error("--as-of delivers the day's feeds as they are: no --feed, --corrupt or --days")
+        if args.feed or args.corrupt:
+            parser.error("--as-of delivers the day's feeds as they are: no --feed or --corrupt")
+        clock = [args.as_of - dt.timedelta(days=back) for back in range(args.days - 1, -1, -1)]
         if not settings.data.covers(args.as_of) and not settings.data.covers(args.as_of - dt.timedelta(days=1)):
             parser.error(f"--as-of {args.as_of}: nothing of the source "
                          f"({settings.data.first_flight_date}..{settings.data.last_flight_date}) is due then")
         lake = Lake.from_settings(settings)
         report = PublishReport()
-        for feed, flight_date in due_at_start_of(args.as_of):
-            if settings.data.covers(flight_date):
-                part = publish(lake, flight_date, 1, (feed,), redeliver=args.redeliver)
-                report.written += part.written
-                report.skipped += part.skipped
-                report.absent += part.absent
+        for day in clock:  # each clock day's deliveries, in the order upstream sent them
+            for feed, flight_date in due_at_start_of(day):
+                if settings.data.covers(flight_date):
+                    part = publish(lake, flight_date, 1, (feed,), redeliver=args.redeliver)
+                    report.written += part.written
+                    report.skipped += part.skipped
+                    report.absent += part.absent
         return _report(lake, report)
     last = args.ds + dt.timedelta(days=args.days - 1)
     if not (settings.data.covers(args.ds) and settings.data.covers(last)):

@@ -44,8 +44,10 @@ def browser_stack(served_model, spark, tmp_path_factory) -> Iterator[dict]:  # n
     notify = {"PIPELINE__NOTIFICATIONS__ENABLED": "true", "PIPELINE__NOTIFICATIONS__TO": f"[{ONCALL}]",
               "AIRFLOW_CONN_SMTP_DEFAULT": inbox.connection_json()}
     try:
+        # Spark Connect and the warm step runner, as `make demo` runs: each training of these tests takes
+        # seconds, not a JVM's and the libraries' start per step.
         with IntegrationStack(root / "stack", lake_root=data["lake"].root, mlflow_backend_uri=data["tracking_uri"],
-                              extra_env={**STACK_ENV, **notify}) as stack:
+                              extra_env={**STACK_ENV, **notify}, spark_connect=True, warm_runner=True) as stack:
             password = json.loads(stack.config.passwords_file.read_text())["admin"]
             yield {**data, "stack": stack, "url": stack.config.airflow_url, "password": password,
                    "client": stack.client(), "inbox": inbox}
@@ -61,7 +63,7 @@ def page(browser_stack):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(60_000)  # a loaded 2-core machine renders the UI slowly
         login(page, browser_stack["url"], "admin", browser_stack["password"])
         yield page
         context.close()

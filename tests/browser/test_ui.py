@@ -68,6 +68,7 @@ def test_every_manual_dag_form_submits_with_its_defaults(page, browser_stack, da
     client.delete_run(dag_id, run["dag_run_id"])
 
 
+@pytest.mark.usefixtures("trainings_end_with_the_test")
 def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui(page, browser_stack):
     client, url, version = browser_stack["client"], browser_stack["url"], browser_stack["version"]
     before = {run["dag_run_id"] for run in client.list_runs("delay_model_training")}
@@ -128,6 +129,16 @@ def test_a_training_with_chosen_values_runs_and_promotes_once_approved_in_the_ui
     assert mlflow_run.status_code == 307 and mlflow_run.headers["location"].endswith(f"/runs/{run_of_version}")
 
 
+@pytest.fixture
+def trainings_end_with_the_test(browser_stack):
+    """A training this test left queued or running (it failed half-way) is marked failed: `delay_model_training`
+    runs one at a time, and the next test's run would wait behind it until its own timeout."""
+    yield
+    client = browser_stack["client"]
+    for run in client.list_runs("delay_model_training", state=["queued", "running"]):
+        client.set_run_state("delay_model_training", run["dag_run_id"], "failed")
+
+
 def _state(client, run_id: str, task_id: str) -> str | None:
     for task in client.task_instances("delay_model_training", run_id):
         if task["task_id"] == task_id:
@@ -185,6 +196,7 @@ def _candidate_tags(registry, reason: str) -> dict[str, str]:
     return version.tags
 
 
+@pytest.mark.usefixtures("trainings_end_with_the_test")
 def test_a_candidate_rejected_in_the_ui_is_not_promoted_and_its_version_says_so(page, browser_stack):
     from jobs.registry import CHAMPION, alias_version
 
@@ -202,6 +214,7 @@ def test_a_candidate_rejected_in_the_ui_is_not_promoted_and_its_version_says_so(
     assert (tags["approval"], tags["approval_by"]) == ("rejected", "admin"), tags
 
 
+@pytest.mark.usefixtures("trainings_end_with_the_test")
 def test_an_approval_nobody_answers_times_out_and_promotes_nothing(browser_stack):
     from jobs.registry import CHAMPION, alias_version
 

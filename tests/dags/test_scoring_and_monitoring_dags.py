@@ -33,7 +33,7 @@ def test_scoring_runs_per_flight_date_on_the_features_asset(scoring):
     score = scoring.get_task("score")
     assert isinstance(score, SubprocessStepOperator) and score.step == "score"
     assert score.outlets == [predictions_asset()]
-    assert set(scoring.params.keys()) == {"start", "end"}
+    assert set(scoring.params.keys()) == {"start", "end", "ahead_of"}
 
 
 def test_scoring_dates_from_partition_key_or_range(scoring):
@@ -45,6 +45,11 @@ def test_scoring_dates_from_partition_key_or_range(scoring):
         "--ds", "2013-03-01", "--days", "7"]
     with pytest.raises(AirflowFailException, match="end 2013-02-01 is before start 2013-03-01"):
         flight_dates(params={"start": "2013-03-01", "end": "2013-02-01"}, partition_key=None)
+    # After a promotion in a catch-up: the job finds the dates scored ahead of monitoring itself.
+    assert flight_dates(params={"ahead_of": "2013-03-01", "start": None}, partition_key=None) == [
+        "--ahead-of", "2013-03-01"]
+    assert flight_dates(params={"ahead_of": "2013-03-01"}, partition_key="2013-03-02") == [
+        "--ds", "2013-03-02", "--days", "1"]
 
 
 def test_predictions_event_names_the_model(load_dag_module):
@@ -60,7 +65,7 @@ def test_monitoring_wiring_and_trigger(monitoring):
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
     from airflow.sdk import CronTriggerTimetable
 
-    from common.sensors import LakeObjectSensor
+    from common.sensors import DagRunFinishedSensor, LakeObjectSensor
 
     assert isinstance(monitoring.timetable, CronTriggerTimetable)
     assert monitoring.max_active_runs == 1 and monitoring.catchup, "every day of a catch-up, in order"
@@ -70,6 +75,7 @@ def test_monitoring_wiring_and_trigger(monitoring):
         "monitor": {"wait_for_predictions", "training_state"},
         "retrain_decision": {"monitor"},
         "trigger_retraining": {"retrain_decision"},
+        "wait_for_retraining": {"trigger_retraining"},
         "no_retraining": {"retrain_decision"},
     }
     wait = monitoring.get_task("wait_for_predictions")
@@ -82,6 +88,11 @@ def test_monitoring_wiring_and_trigger(monitoring):
     assert trigger.skip_when_already_exists, "a rerun of the same day does not start a second training"
     # Dated by the wall clock, the training run would fall after the DAG's end date and get no tasks.
     assert trigger.logical_date is None
+    # The next day is judged after the training's outcome (its promotion, and the rescoring that follows).
+    waiting = monitoring.get_task("wait_for_retraining")
+    assert isinstance(waiting, DagRunFinishedSensor) and waiting.soft_fail
+    assert (waiting.external_dag_id, waiting.run_id) == ("delay_model_training", trigger.trigger_run_id)
+    assert waiting.timeout == 21600
 
 
 def test_retrain_decision_branches_and_hands_over_the_conf(monitoring):
@@ -128,3 +139,19 @@ def test_production_runs_scoring_as_a_spark_application_and_monitoring_in_a_pod(
     assert isinstance(load_dag("flights_batch_scoring", "production").get_task("score"), SparkStepOperator)
     monitor = load_dag("delay_model_monitoring", "production").get_task("monitor")
     assert isinstance(monitor, PodStepOperator) and monitor.image.startswith("ghcr.io/flight-delay/jobs:")
+
+
+def test_waiting_for_the_training_is_the_triggerers_and_ends_either_way(monitoring):
+    from airflow.providers.standard.triggers.external_task import DagStateTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    waiting = monitoring.get_task("wait_for_retraining")
+    waiting.run_id = "monitoring__2013-07-15"  # as rendered for the run of 2013-07-15
+    with pytest.raises(TaskDeferred) as deferred:
+        waiting.execute(context={})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DagStateTrigger)
+    assert (trigger.dag_id, trigger.run_ids) == ("delay_model_training", ["monitoring__2013-07-15"])
+    assert set(trigger.states) == {"success", "failed"}, "a failed training ends the wait too (it reports itself)"
+    assert deferred.value.timeout.total_seconds() == 21600
+    waiting.execute_complete({}, ("path", {"monitoring__2013-07-15": "failed"}))  # no error: the day goes on

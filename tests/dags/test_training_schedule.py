@@ -117,3 +117,30 @@ def test_the_approve_task_records_its_answer_either_way(load_dag):
     approve = load_dag("delay_model_training").get_task("approve")
     assert isinstance(approve, RunApprovalOperator)
     assert record_approval in approve.on_failure_callback and not approve.on_success_callback
+
+
+def test_a_promotion_rescores_the_days_scored_ahead_of_monitoring(load_dag, tmp_path, monkeypatch):
+    """In a catch-up, days are scored before monitoring has judged the day before them: after `promote` of a
+    training monitoring of day X started, the days after X with features are scored again by the new champion (a
+    flights_batch_scoring run, waited for); live there are none, nor for a training by hand: skipped."""
+    import pandas as pd
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    from jobs.lake import Lake
+
+    dag = load_dag("delay_model_training")
+    ahead, rescore = dag.get_task("days_scored_ahead"), dag.get_task("rescore_ahead")
+    assert ahead.upstream_task_ids == {"promote"} and rescore.upstream_task_ids == {"days_scored_ahead"}
+    assert isinstance(rescore, TriggerDagRunOperator) and rescore.trigger_dag_id == "flights_batch_scoring"
+    assert rescore.wait_for_completion and rescore.logical_date is None
+
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv("LAKE_ROOT", lake.root)
+    for day in ("2013-07-14", "2013-07-15", "2013-07-16"):
+        lake.write_partition(f"features/flights/date={day}", pd.DataFrame({"x": [1]}))
+    with pytest.raises(AirflowSkipException, match="not started by monitoring"):
+        ahead.python_callable(run_id="manual__2026-12-07T01:00:00+00:00")
+    lake.write_json("reports/drift/2013-07-14/summary.json", {"ds": "2013-07-14"})
+    assert ahead.python_callable(run_id="monitoring__2013-07-14") == {"ahead_of": "2013-07-14"}
+    with pytest.raises(AirflowSkipException, match="no day after 2013-07-16"):
+        ahead.python_callable(run_id="monitoring__2013-07-16")

@@ -3,18 +3,20 @@ server`, Spark Connect, the warm step runner), driven by scripts/replay.py's own
 
 1. the first model: Jan 1-12 delivered, the scheduler's catch-up ingests and builds them, one
    training makes the first champion, one range run scores the month;
-2. the clock ticks day by day from Jan 13. Upstream's forecasts for Jan 15-17 carry a July
+2. the clock delivers four days at a time from Jan 13 (`--stretch 4`: ingestion, features and
+   scoring of a stretch run side by side, monitoring in order). Upstream's forecasts for Jan 15-17 carry a July
    (temperature, dewpoint, humidity shifted as the season shifts them), so monitoring sees
    dataset drift: on the second drifted day, Jan 16 (the policy here: `drift_days` 2,
    `cooldown_days` 4 from the first champion's data end, Jan 12: the first model's
    delivery carries the outcomes of its last day), it starts exactly one
    `delay_model_training`; the drift goes on, and the new champion's cooldown (or a rejected
    candidate's retry wait) holds the later day;
-3. the replay is interrupted in the middle of a day (Ctrl-C after Jan 14's delivery) and a new
-   driver resumes from the state file: every day is ticked once, every written partition is whole;
+3. the replay is interrupted in the middle of a stretch (Ctrl-C while it waits for Jan 14) and a
+   new driver resumes from the state file, from Jan 14: every day is closed once, every written
+   partition is whole;
 4. every prediction carries the version that served at the start of its day: the first
    champion until the day after the day that started the training, then the new one (if the
-   gate promoted it).
+   gate promoted it): Jan 17 was scored ahead by the first champion, and the promotion rescored it.
 The model family is HGB and the windows are small (twelve days), the policy is settings; nothing
 else differs from `make replay`.
 """
@@ -34,6 +36,7 @@ from tests.integration.stack import IntegrationStack
 pytestmark = pytest.mark.integration
 
 FIRST, FIRST_MODEL_DAYS, LAST = dt.date(2013, 1, 1), 12, dt.date(2013, 1, 17)
+STRETCH = 4
 SUMMER = [dt.date(2013, 1, 15) + dt.timedelta(days=i) for i in range(3)]
 POLICY = {
     **SHORT_WINDOW_ENV,
@@ -105,25 +108,26 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
         replay.first_model()
         assert state.next_day == "2013-01-13"
 
-        # Interrupt Jan 14 after its delivery; a new driver picks up from the state file.
-        deliver = replay.deliver
+        # Interrupt the first stretch (Jan 13-16) while it waits for Jan 14; a new driver picks up from the
+        # state file: its stretch is Jan 14-17, so Jan 17 is scored ahead of Jan 16's training.
+        close_day = replay.close_day
 
-        def deliver_then_interrupt(**conf):
-            deliver(**conf)
-            if conf.get("as_of") == "2013-01-14":
+        def interrupt_at_the_second_day(day, started):
+            if day == dt.date(2013, 1, 14):
                 raise Interrupted()
+            return close_day(day, started)
 
-        monkeypatch.setattr(replay, "deliver", deliver_then_interrupt)
+        monkeypatch.setattr(replay, "close_day", interrupt_at_the_second_day)
         with pytest.raises(Interrupted):
-            replay.loop()
+            replay.loop(stretch=STRETCH)
         saved = ReplayState.load(state_file)
         assert saved.next_day == "2013-01-14" and list(saved.days) == ["2013-01-13"]
-        Replay(client, saved, state_file, timeout=900).loop()
+        Replay(client, saved, state_file, timeout=900).loop(stretch=STRETCH)
 
         final = ReplayState.load(state_file)
         first_tick = FIRST + dt.timedelta(days=FIRST_MODEL_DAYS)
         ticked = [(first_tick + dt.timedelta(days=i)).isoformat() for i in range((LAST - first_tick).days + 2)]
-        assert list(final.days) == ticked, "every day ticked once, in order, across the interruption"
+        assert list(final.days) == ticked, "every day closed once, in order, across the interruption"
         assert all(final.days[d]["monitoring"] == "success" for d in ticked[:-1])
 
         # Exactly one training started by monitoring, on the second drifted day.
@@ -150,6 +154,8 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
             manifest = lake.read_manifest(f"predictions/flight_delay/date={day.isoformat()}")
             expected = new.version if promoted and day >= dt.date(2013, 1, 17) else "1"
             assert manifest["metadata"]["model_version"] == expected, (day, manifest["metadata"], promoted)
+        rescoring = [r for r in client.list_runs("flights_batch_scoring", limit=50) if r["conf"].get("ahead_of")]
+        assert [r["state"] for r in rescoring] == (["success"] if promoted else []), rescoring
 
         # Whole partitions only: every partition directory is committed by its manifest, no temp files.
         root = tmp_path / "lake"

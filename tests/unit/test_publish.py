@@ -433,3 +433,14 @@ def test_as_of_delivers_what_upstream_has_sent_by_the_start_of_the_day(tmp_path,
     assert main(["--as-of", "2014-01-01"]) == 0
     assert "landing/flights/2013-12-31.csv" in lake.list("landing/flights")
     assert "landing/schedule/2014-01-01.csv" not in lake.list("landing/schedule")
+
+
+def test_as_of_with_days_delivers_each_clock_day_of_the_stretch(tmp_path, monkeypatch):
+    """A replay stretch: `--as-of E --days 3` is the three ticks E-2, E-1 and E at once, nothing of E+1."""
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"))
+    assert main(["--as-of", "2013-03-07", "--days", "3"]) == 0
+    days = ["2013-03-05", "2013-03-06", "2013-03-07"]
+    assert lake.list("landing/schedule") == [f"landing/schedule/{d}.csv" for d in days]
+    assert lake.list("landing/weather") == [f"landing/weather/{d}.csv" for d in days]
+    assert lake.list("landing/flights") == [f"landing/flights/{d}.csv" for d in ("2013-03-04", "2013-03-05", "2013-03-06")]

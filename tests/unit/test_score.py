@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 
 from jobs.features import features_key
 from jobs.lake import Lake
-from jobs.score import (ChampionUnusable, NothingToScore, PREDICTED, PROBABILITY, main, predictions_key,
-                        score_dates, scoring_tasks)
+from jobs.score import (ChampionUnusable, NothingToScore, PREDICTED, PROBABILITY, dates_ahead, main,
+                        predictions_key, score_ahead, score_dates, scoring_tasks)
 from tests.unit.conftest import settings_with
 
 KEY = ["year", "month", "day", "carrier", "flight", "origin"]
@@ -69,6 +69,32 @@ def test_a_range_scores_the_dates_with_features_and_names_the_others(served, spa
     assert [r.ds for r in results] == ["2013-01-07", "2013-01-08"]
     assert "no features partition" in caplog.text and "date=2013-01-09" in caplog.text
     assert not lake.partition_exists(predictions_key("2013-01-09"))
+
+
+def test_ahead_of_rescores_the_days_after_the_monitored_day_that_started_a_training(served, spark):
+    """A catch-up scored Jan 7-8 before monitoring judged Jan 6; monitoring of Jan 6 started a training that
+    promoted: `--ahead-of 2013-01-06` rescores Jan 7-8 with the new champion; a day monitoring has judged since
+    keeps its scores."""
+    lake, settings = served["lake"], served["settings"]
+    lake.write_json("reports/drift/2013-01-06/summary.json", {"ds": "2013-01-06"})
+    lake.write_json("reports/drift/2013-01-05/summary.json", {"ds": "2013-01-05"})
+    lake.write_json("reports/drift/2013-01-07/data_drift.json", {})  # Jan 7's monitoring has not finished
+    assert dates_ahead(lake, dt.date(2013, 1, 6)) == [dt.date(2013, 1, 7), dt.date(2013, 1, 8)]
+    assert dates_ahead(lake, dt.date(2013, 1, 7)) == [dt.date(2013, 1, 8)]
+    results = score_ahead(lake, dt.date(2013, 1, 6), settings=settings, spark=spark)
+    assert [r.ds for r in results] == ["2013-01-07", "2013-01-08"]
+    assert {r.model_version for r in results} == {served["version"]}
+    lake.write_json("reports/drift/2013-01-08/summary.json", {"ds": "2013-01-08"})
+    with pytest.raises(NothingToScore, match="no day after 2013-01-06 .*last monitored: 2013-01-08"):
+        score_ahead(lake, dt.date(2013, 1, 6), settings=settings, spark=spark)
+
+
+def test_ahead_and_a_date_are_one_or_the_other(capsys):
+    for argv in ([], ["--ahead-of", "2013-01-06", "--ds", "2013-01-07"], ["--ahead-of", "2013-01-06", "--days", "3"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+    assert "--days goes with --ds" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("rows", "per_task", "tasks"), [(0, 1000, 1), (900, 1000, 1), (1000, 1000, 1),
