@@ -1,4 +1,4 @@
-"""The load run's pure checks (scripts/load.py): natural keys, duplicate and misplaced rows, the task summary,
+"""The load run's pure checks (scripts/load_checks.py): natural keys, duplicate and misplaced rows, the task summary,
 the verdict. The run itself is `make load` (too long for `make test`)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from scripts.load import FLIGHT_KEY, WEATHER_KEY, check_rows, format_summary, key_columns, missing_days, \
+from scripts.load_checks import FLIGHT_KEY, WEATHER_KEY, check_rows, format_summary, key_columns, missing_days, \
     partition_date, summarize_tasks, verdict
 
 
@@ -104,22 +104,25 @@ def test_a_run_the_scheduler_lost_fails_the_run_and_is_named():
 
 
 class FakeAirflow:
-    """The REST calls Load.wait and Load.recover_features make, over a fixed list of runs."""
+    """The client calls Load.wait and Load.recover_features make (scripts.airflow_api.AirflowClient's), over a
+    fixed list of runs."""
 
     def __init__(self, runs):
         self.runs = runs
         self.posted = []
 
-    def request(self, method, path, params=None, json=None):
-        if method == "POST":
-            self.posted.append((path, json))
-            run = {"dag_id": path.split("/")[4], "partition_key": json["partition_key"], "state": "success",
-                   "dag_run_id": f"manual_{len(self.posted)}"}
-            self.runs.append(run)
-            return run
-        field = "task_instances" if path.endswith("taskInstances") else "dag_runs"
-        items = [] if field == "task_instances" else list(self.runs)
-        return {field: items, "total_entries": len(items)}
+    def trigger(self, dag_id, partition_key=None, note=None, **_):
+        self.posted.append((dag_id, partition_key, note))
+        run = {"dag_id": dag_id, "partition_key": partition_key, "state": "success",
+               "dag_run_id": f"manual_{len(self.posted)}"}
+        self.runs.append(run)
+        return run
+
+    def all_runs(self):
+        return list(self.runs)
+
+    def task_instances(self, dag_id, run_id, state=None):
+        return []
 
 
 def test_a_catch_up_that_stalls_on_a_lost_features_run_starts_it_and_records_it(monkeypatch):
@@ -131,9 +134,8 @@ def test_a_catch_up_that_stalls_on_a_lost_features_run_starts_it_and_records_it(
     client = FakeAirflow(runs)
     load = load_module.Load(client, dt.date(2013, 1, 1), 2, deadline=float("inf"))
     load.wait("features", load.covers("flights_features", "partition_key"), recover=load.recover_features, stall_s=0)
-    assert client.posted == [("/api/v2/dags/flights_features/dagRuns", {
-        "logical_date": None, "partition_key": "2013-01-01", "conf": {},
-        "note": "make load: the run the scheduler did not create for this partition"})]
+    assert client.posted == [("flights_features", "2013-01-01",
+                              "make load: the run the scheduler did not create for this partition")]
     assert [(r["dag_id"], r["partition_key"], r["run_id"]) for r in load.lost_runs] == [
         ("flights_features", "2013-01-01", "manual_1")]
 
