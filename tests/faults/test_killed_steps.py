@@ -153,3 +153,46 @@ def test_model_card_killed_mid_write(served_copy, tmp_path):
                       [KillAt("after", "model_card.json"), KillAt("after", "model_card.html")], check)
     assert card(lake) == expected
     assert lake.read_bytes(f"{key}/model_card.html").decode().count(f"version {version}") >= 1
+
+
+@pytest.mark.timeout(1800)
+def test_replay_report_killed_mid_write(served_copy, tmp_path, spark):
+    """jobs.replay_report writes the chart, the page, then the JSON the model-health view reads: killed after
+    each of the first two, the JSON is never there without its page and chart, and the rerun writes the same
+    evidence as an undisturbed run (on a copy of the same lake and registry)."""
+    from jobs.replay_report import replay_key
+    from jobs.score import score_dates
+    from scripts.replay import SHORT_WINDOW_ENV
+
+    lake, uri, days = served_copy["lake"], served_copy["tracking_uri"], ["2013-01-07", "2013-01-08"]
+    # What the live loop served on those days: the champion's scores.
+    score_dates(lake, dt.date.fromisoformat(days[0]), 2, settings=served_copy["settings"], spark=spark)
+    shutil.copytree(lake.root, tmp_path / "reference")
+    shutil.copy(served_copy["db"], tmp_path / "reference.db")
+    module, env = "tests.faults.replay_report_days", dict(SHORT_WINDOW_ENV)
+    code, err = run_step(module, days, step_env(str(tmp_path / "reference"),
+                                                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'reference.db'}", **env),
+                         timeout=900)
+    assert code == 0, err
+
+    def evidence(root) -> dict:
+        import json
+
+        from jobs.lake import Lake
+
+        summary = Lake(str(root)).read_json(replay_key(2013, "replay.json"))
+        # The backtests' report links name the lake they are in.
+        return json.loads(json.dumps({k: v for k, v in summary.items() if k != "generated_at"}).replace(str(root), "LAKE"))
+
+    expected = evidence(tmp_path / "reference")
+    assert [row["period"] for row in expected["by_period"]] == days and expected["first_champion"] == "1"
+
+    def check(kill):
+        names = {k.rsplit("/", 1)[-1] for k in lake.list(replay_key(2013))}
+        assert "replay.png" in names, f"{kill}: nothing written before the kill"
+        if "replay.json" in names:
+            assert {"replay.html", "replay.png"} <= names, f"{kill}: the evidence's JSON without its page or chart"
+
+    _kills_then_rerun(module, days, step_env(lake.root, MLFLOW_TRACKING_URI=uri, **env),
+                      [KillAt("after", "replay.png"), KillAt("after", "replay.html")], check, timeout=900)
+    assert evidence(lake.root) == expected

@@ -134,6 +134,17 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
         started = sorted(r["dag_run_id"] for r in client.list_runs("delay_model_training", limit=20)
                          if r["dag_run_id"].startswith("monitoring__"))
         assert started == ["monitoring__2013-01-16"], started
+        # Started with the reason, the evidence and the windows up to the last labelled day (a 3-day holdout here),
+        # and waited for by the monitoring run that started it.
+        conf = client.get_run("delay_model_training", "monitoring__2013-01-16")["conf"]
+        assert conf["reason"].startswith("delay_model_monitoring 2013-01-16: retrain: dataset drift"), conf
+        assert (conf["train_start"], conf["train_end"], conf["holdout_start"], conf["holdout_end"]) == (
+            "2013-01-01", "2013-01-12", "2013-01-13", "2013-01-15"), conf
+        assert conf["evidence"]["dataset_drift"] is True and {"temp", "dewp"} <= set(conf["evidence"]["drifted_columns"])
+        monitored = {t["task_id"]: t["state"] for t in client.task_instances(
+            "delay_model_monitoring", "scheduled__2013-01-16T03:00:00+00:00")}
+        assert monitored["trigger_retraining"] == monitored["wait_for_retraining"] == "success", monitored
+        assert lake.exists("reports/drift/2013-01-16/data_drift.html")
         decisions = {d: (final.days[d]["decision"] or {}) for d in ticked[:-1]}
         assert decisions["2013-01-16"]["retrain"] and "dataset drift on " in decisions["2013-01-16"]["decision"]
         assert "cooldown" in decisions["2013-01-15"]["decision"] or not decisions["2013-01-15"]["retrain"]
