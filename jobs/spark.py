@@ -103,10 +103,34 @@ def release_session(spark: "SparkSession") -> None:
         spark.stop()
 
 
+class SparkUnavailable(RuntimeError):
+    """The Spark Connect server does not answer: a retry (Airflow's) helps once it is back."""
+
+
+def require_listening(remote: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the server, when nothing listens at `remote` (sc://host:port).
+
+    pyspark creates a session under its default retry policy, which tries an unreachable server for
+    10 minutes before the step's own policy (below) applies: a step started while the server was down
+    (it was killed, out of memory) held its task 10 minutes in the year replay.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(remote)
+    host, port = address.hostname or "localhost", address.port or 15002
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SparkUnavailable(f"the Spark Connect server {remote} does not answer ({exc}): start it (the local "
+                               "stack does) or fix spark.remote in the settings") from None
+
+
 def _connect_session(app_name: str, remote: str) -> "SparkSession":
     """A Spark Connect client session; the server owns master, memory and the fixed properties' defaults."""
     from pyspark.sql import SparkSession
 
+    require_listening(remote)
     spark = SparkSession.builder.remote(remote).appName(f"flight-delay-{app_name}").getOrCreate()
     # Session-level SQL properties can be set per client; the server's JVM settings cannot.
     # (Arrow is always on in Connect; the time zone is a per-session property.)
