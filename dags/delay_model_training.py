@@ -184,6 +184,7 @@ with DAG(
         on_success_callback=task_callback("promoted"),
         doc_md="`python -m jobs.registry promote`: champion -> candidate, old champion -> previous.",
     )
+
     @task
     def days_scored_ahead(run_id: str | None = None) -> dict[str, str]:
         """The conf of the rescoring run: the monitored day X that started this training (its run id,

@@ -3,7 +3,6 @@
     python -m jobs.score --ds 2013-03-01 [--days N]
     python -m jobs.score --ahead-of 2013-07-15
 
-
 1. `models:/flight_delay@champion` is resolved once, at the start, to a version: every date
    of the run is scored by that version even if the alias moves meanwhile.
 2. The features of each date (`features/flights/date={ds}/`) go through
