@@ -68,6 +68,13 @@ def drift_report_key(ds: str, name: str = "") -> str:
     return report_key("drift", ds, name) if name else report_key("drift", ds)
 
 
+def last_monitored_date(lake: Lake) -> dt.date | None:
+    """The latest flight date whose monitoring finished (its `summary.json`, written last)."""
+    prefix = report_key("drift") + "/"
+    days = {key[len(prefix):].split("/", 1)[0] for key in lake.list(prefix) if key.endswith("/summary.json")}
+    return max((dt.date.fromisoformat(day) for day in days), default=None)
+
+
 def load_reference(model: "ServingModel") -> "pd.DataFrame":
     import mlflow
     import pandas as pd

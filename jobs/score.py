@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs.cli import step_parser
-from jobs.lake import Lake, PartitionNotFound, partition_key, report_key
+from jobs.lake import Lake, PartitionNotFound, partition_key
 from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit_result, record_rejection
 
 if TYPE_CHECKING:
@@ -202,16 +202,11 @@ def scoring_frame(spark: "SparkSession", table: "Any", rows_per_task: int) -> "D
     return spark.createDataFrame(table).coalesce(scoring_tasks(table.num_rows, rows_per_task))
 
 
-def last_monitored_date(lake: Lake) -> dt.date | None:
-    """The latest flight date whose monitoring finished (its `reports/drift/{ds}/summary.json`)."""
-    prefix = report_key("drift") + "/"
-    days = {key[len(prefix):].split("/", 1)[0] for key in lake.list(prefix) if key.endswith("/summary.json")}
-    return max((dt.date.fromisoformat(day) for day in days), default=None)
-
-
 def dates_ahead(lake: Lake, decided_on: dt.date) -> list[dt.date]:
     """The flight dates with features after `decided_on` (monitoring's day that started a training) and after
     the last monitored day (a day already judged keeps the scores it was judged on)."""
+    from jobs.monitor import last_monitored_date
+
     after = max(decided_on, last_monitored_date(lake) or decided_on)
     return sorted(day for day in lake.partition_dates("features/flights/") if day > after)
 
@@ -226,6 +221,8 @@ def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Setting
 def score_ahead(lake: Lake, decided_on: dt.date, *, settings: "Settings | None" = None,
                 spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
     """Rescore with the champion the dates scored ahead of monitoring's decision of `decided_on` (`--ahead-of`)."""
+    from jobs.monitor import last_monitored_date
+
     dates = dates_ahead(lake, decided_on)
     if not dates:
         raise NothingToScore(f"no day after {decided_on} is scored ahead of monitoring (last monitored: "
