@@ -12,6 +12,13 @@ preprocessing). Written to `predictions/flight_delay/date={D}/` (flight key, `pr
 `features_flights` has an event for that date (a `PartitionedAssetTimetable`), so a
 rebuilt features partition is rescored too.
 
+**A catch-up scores ahead** (`jobs.score --catch-up`): the scheduler's run of D also scores the
+later dates whose features are there and that were never scored, in the same Spark pass, and
+keeps D when the champion already scored its current features. In a backfill or a replay's
+stretch the first run scores the ready days, and the runs of the later days skip in about a
+second ("already come from version N"). A day already served is never rescored ahead; a
+rebuilt features partition is rescored by its own run.
+
 **Trigger by hand** to rescore, e.g. after promoting or rolling back a model: a partition key
 (one flight date), or `start` and `end` (a range: one Spark pass). A rerun replaces the
 partition. `ahead_of` X rescores the days scored ahead of monitoring's decision of X
@@ -72,11 +79,13 @@ with DAG(
 ) as dag:
 
     @task
-    def flight_dates(params: dict | None = None, partition_key: str | None = None) -> list[str]:
+    def flight_dates(params: dict | None = None, partition_key: str | None = None, dag_run=None) -> list[str]:
         """The flight dates of this run, as CLI arguments (wiring only)."""
         if (params or {}).get("ahead_of") and not partition_key:
             return ["--ahead-of", str(params["ahead_of"])[:10]]
         first, days = resolve_dates(partition_key, params or {}, _data.first_flight_date, _data.last_flight_date)
+        if partition_key and str(getattr(dag_run, "run_type", "manual")) != "manual":
+            return ["--ds", first.isoformat(), "--catch-up"]  # the scheduler's run of a features event
         return ["--ds", first.isoformat(), "--days", str(days)]
 
     pipeline_step(

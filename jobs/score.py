@@ -1,6 +1,7 @@
 """Score the flights of flight dates with the serving model, in Spark.
 
     python -m jobs.score --ds 2013-03-01 [--days N]
+    python -m jobs.score --ds 2013-03-01 --catch-up
     python -m jobs.score --ahead-of 2013-07-15
 
 1. `models:/flight_delay@champion` is resolved once, at the start, to a version: every date
@@ -21,6 +22,15 @@ A catch-up or a replay builds and scores days before monitoring has judged the d
 when monitoring of X starts a training that promotes, delay_model_training runs this, so that
 every day from X+1 on is served by the new champion, as it would have been live. Live there are
 none: the features of X+1 are built at the start of X+1, after the training.
+
+`--catch-up` (the scheduler's run of one date D, created by D's features): D, unless its
+predictions already come from the champion on D's current features write (left in place,
+`"status": "unchanged"`), and every later date whose features are there and that was never
+scored, in the same Spark pass. In a catch-up (a backfill of features, a replay's stretch) the
+first run scores the days that are ready and the runs of the later days find them scored and
+skip in about a second, instead of each paying its own Spark pass. A later date already scored
+is never touched here (its served predictions stand); a rebuilt features partition gets its own
+run, which rescores it.
 
 Nothing to score is a skip, not a failure (exit 4, jobs/results.py): no champion yet (the
 first training has not promoted one), or no features partition for the date (the message
@@ -207,8 +217,63 @@ def dates_ahead(lake: Lake, decided_on: dt.date) -> list[dt.date]:
     the last monitored day (a day already judged keeps the scores it was judged on)."""
     from jobs.monitor import last_monitored_date
 
+    from jobs.features import features_key
+
     after = max(decided_on, last_monitored_date(lake) or decided_on)
-    return sorted(day for day in lake.partition_dates("features/flights/") if day > after)
+    return sorted(day for day in lake.partition_dates(_prefix(features_key)) if day > after)
+
+
+def _prefix(key_of: Callable[[str], str]) -> str:
+    """The folder of a dataset's date partitions (`features/flights/`), from its key function."""
+    return key_of("").rsplit("date=", 1)[0]
+
+
+def scored_from(lake: Lake, ds: str) -> tuple[str, str] | None:
+    """(model version, features write id) the predictions of `ds` were made from; None when never scored."""
+    try:
+        meta = lake.read_manifest(predictions_key(ds)).get("metadata", {})
+    except PartitionNotFound:
+        return None
+    return str(meta.get("model_version")), str((meta.get("features") or {}).get("write_id"))
+
+
+def catch_up_dates(lake: Lake, ds: dt.date, model: ServingModel) -> tuple[list[dt.date], str | None]:
+    """The dates a `--catch-up` run of `ds` scores with `model`, and why `ds` is left alone (None: it is scored).
+
+    `ds`, unless its predictions come from `model` on its current features write; then every later date
+    with features and no predictions at all (scored ahead: their own runs will find them done)."""
+    from jobs.features import features_key
+
+    left_alone = None
+    dates = [ds]
+    try:
+        features_write = str(lake.read_manifest(features_key(ds.isoformat()))["write_id"])
+    except PartitionNotFound:
+        features_write = None  # score_with_model names the missing partition
+    if features_write and scored_from(lake, ds.isoformat()) == (model.version, features_write):
+        left_alone = (f"the predictions of {ds} already come from version {model.version} on its features write "
+                      f"{features_write} (scored ahead by an earlier run)")
+        dates = []
+    scored = lake.partition_dates(_prefix(predictions_key))
+    dates += sorted(day for day in lake.partition_dates(_prefix(features_key)) if day > ds and day not in scored)
+    return dates, left_alone
+
+
+def score_catch_up(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
+                   spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
+    """`--catch-up`: score `ds` (unless already scored by the champion on its features) and the later dates
+    never scored, in one pass with the champion resolved once; NothingToScore when nothing is left to do."""
+    settings, model = _champion(settings, mlflow_client)
+    dates, left_alone = catch_up_dates(lake, ds, model)
+    if not dates:
+        raise NothingToScore(f"{left_alone}; no later date waits to be scored")
+    if left_alone:
+        log.info("%s: kept", left_alone)
+    if dates[-1] > ds:
+        log.info("catching up: %d date(s) after %s have features and no predictions yet (%s..%s): scored in this "
+                 "pass with version %s", sum(day > ds for day in dates), ds, dates[0 if left_alone else 1],
+                 dates[-1], model.version)
+    return score_with_model(lake, model, [day.isoformat() for day in dates], settings=settings, spark=spark)
 
 
 def score_dates(lake: Lake, first: dt.date, days: int = 1, *, settings: "Settings | None" = None,
@@ -235,17 +300,23 @@ def score_ahead(lake: Lake, decided_on: dt.date, *, settings: "Settings | None" 
 def score_champion(lake: Lake, dates: Sequence[str], *, settings: "Settings | None" = None,
                    spark: "SparkSession | None" = None, mlflow_client: "MlflowClient | None" = None) -> list[ScoreResult]:
     """Score `dates` with the champion, resolved once."""
+    settings, model = _champion(settings, mlflow_client)
+    return score_with_model(lake, model, dates, settings=settings, spark=spark)
+
+
+def _champion(settings: "Settings | None", mlflow_client: "MlflowClient | None") -> tuple["Settings", ServingModel]:
+    """The settings and the champion, resolved once (MLflow's tracking URI set for the UDF)."""
+    import mlflow
+
     from jobs.registry import client
     from jobs.settings import get_settings
 
     settings = settings or get_settings()
     mlflow_client = mlflow_client or client(settings.mlflow.tracking_uri)
-    import mlflow
-
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     model = resolve_champion(mlflow_client, settings.mlflow.model_name, settings.training.decision_threshold)
     log.info("serving model %s (run %s), threshold %.3f", model.uri, model.run_id, model.threshold)
-    return score_with_model(lake, model, dates, settings=settings, spark=spark)
+    return settings, model
 
 
 def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, settings: "Settings",
@@ -312,19 +383,26 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = step_parser("jobs.score", __doc__.split("\n\n")[0], "--ds 2013-03-01", "--ds 2013-03-01 --days 31",
-                         "--ahead-of 2013-07-15")
+                         "--ds 2013-03-01 --catch-up", "--ahead-of 2013-07-15")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--ds", type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
     which.add_argument("--ahead-of", type=dt.date.fromisoformat, metavar="X",
                        help="the dates with features after monitoring's day X and after the last monitored day "
                             "(a promotion in a catch-up)")
     parser.add_argument("--days", type=int, default=1, help="consecutive flight dates from --ds (default 1)")
+    parser.add_argument("--catch-up", action="store_true",
+                        help="with --ds D: keep D if the champion already scored its features, and score the later "
+                             "dates with features never scored, in the same pass (the scheduler's runs)")
     return parser
 
 
 def _dates_of(args: argparse.Namespace, lake: Lake) -> list[dt.date]:
     if args.ahead_of:
         return dates_ahead(lake, args.ahead_of)
+    if args.catch_up:  # what it may have written: D and any later date with features
+        from jobs.features import features_key
+
+        return [args.ds, *sorted(day for day in lake.partition_dates(_prefix(features_key)) if day > args.ds)]
     return [args.ds + dt.timedelta(days=offset) for offset in range(args.days)]
 
 
@@ -354,12 +432,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
-    if args.ahead_of and args.days != 1:
-        parser.error("--days goes with --ds: --ahead-of finds its dates itself")
+    if (args.ahead_of or args.catch_up) and args.days != 1:
+        parser.error("--days goes with --ds alone: --ahead-of and --catch-up find their dates themselves")
+    if args.catch_up and not args.ds:
+        parser.error("--catch-up goes with --ds (the run's own date)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     lake = Lake.from_settings()
     try:
-        results = score_ahead(lake, args.ahead_of) if args.ahead_of else score_dates(lake, args.ds, args.days)
+        if args.ahead_of:
+            results = score_ahead(lake, args.ahead_of)
+        elif args.catch_up:
+            results = score_catch_up(lake, args.ds)
+        else:
+            results = score_dates(lake, args.ds, args.days)
     except NothingToScore as exc:
         print(f"{SKIP_PREFIX}{exc}", flush=True)
         record_rejection(str(exc))

@@ -50,6 +50,15 @@ def test_scoring_dates_from_partition_key_or_range(scoring):
         "--ahead-of", "2013-03-01"]
     assert flight_dates(params={"ahead_of": "2013-03-01"}, partition_key="2013-03-02") == [
         "--ds", "2013-03-02", "--days", "1"]
+    # The scheduler's run of a features event catches up (scores the later ready days too); a person's does not.
+    from types import SimpleNamespace
+
+    from airflow.utils.types import DagRunType
+
+    for run_type, expected in ((DagRunType.ASSET_TRIGGERED, ["--ds", "2013-03-02", "--catch-up"]),
+                               (DagRunType.MANUAL, ["--ds", "2013-03-02", "--days", "1"])):
+        assert flight_dates(params={}, partition_key="2013-03-02",
+                            dag_run=SimpleNamespace(run_type=run_type)) == expected, run_type
 
 
 def test_predictions_event_names_the_model(load_dag_module):

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from jobs.features import features_key
 from jobs.lake import Lake
 from jobs.score import (ChampionUnusable, NothingToScore, PREDICTED, PROBABILITY, dates_ahead, main,
-                        predictions_key, score_ahead, score_dates, scoring_tasks)
+                        predictions_key, score_ahead, score_catch_up, score_dates, scoring_tasks)
 from tests.unit.conftest import settings_with
 
 KEY = ["year", "month", "day", "carrier", "flight", "origin"]
@@ -89,12 +89,58 @@ def test_ahead_of_rescores_the_days_after_the_monitored_day_that_started_a_train
         score_ahead(lake, dt.date(2013, 1, 6), settings=settings, spark=spark)
 
 
+def test_catch_up_scores_the_later_days_never_scored_and_their_runs_then_skip(served, spark, caplog):
+    """A catch-up: features of Jan 6-8 are there, none scored. The run of Jan 6 scores all three in one pass;
+    the runs of Jan 7 and 8 find theirs scored by the champion on their features and skip, naming why. A
+    rebuilt features partition is rescored by its own run; a day already scored is never rescored ahead."""
+    caplog.set_level(logging.INFO, logger="jobs.score")
+    lake, settings = served["lake"], served["settings"]
+    for ds in ("2013-01-01", "2013-01-02", "2013-01-03", "2013-01-04", "2013-01-05"):
+        score_dates(lake, dt.date.fromisoformat(ds), settings=settings, spark=spark)
+    results = score_catch_up(lake, dt.date(2013, 1, 6), settings=settings, spark=spark)
+    assert [r.ds for r in results] == ["2013-01-06", "2013-01-07", "2013-01-08"]
+    assert {r.model_version for r in results} == {served["version"]}
+    assert "2 date(s) after 2013-01-06 have features and no predictions yet (2013-01-07..2013-01-08)" in caplog.text
+    written = {ds: lake.read_manifest(predictions_key(ds))["write_id"] for ds in ("2013-01-07", "2013-01-08")}
+    for ds in ("2013-01-07", "2013-01-08"):
+        with pytest.raises(NothingToScore, match=f"predictions of {ds} already come from version "
+                                                 f"{served['version']} on its features write .*no later date waits"):
+            score_catch_up(lake, dt.date.fromisoformat(ds), settings=settings, spark=spark)
+    assert {ds: lake.read_manifest(predictions_key(ds))["write_id"] for ds in written} == written
+
+    # Jan 7's features rebuilt (a new write): its run rescores it, and leaves Jan 8 alone (already served).
+    lake.write_partition(features_key("2013-01-07"), lake.read_partition(features_key("2013-01-07")),
+                         lake.read_manifest(features_key("2013-01-07"))["metadata"])
+    [again] = score_catch_up(lake, dt.date(2013, 1, 7), settings=settings, spark=spark)
+    assert again.ds == "2013-01-07"
+    assert lake.read_manifest(predictions_key("2013-01-07"))["write_id"] != written["2013-01-07"]
+    assert lake.read_manifest(predictions_key("2013-01-08"))["write_id"] == written["2013-01-08"]
+
+
+def test_catch_up_through_the_cli_names_what_it_wrote(served, monkeypatch, capsys):
+    """`--catch-up` end to end through main(): STEP_RESULTs for the run's day and the day caught up, then a skip."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served["tracking_uri"])
+    monkeypatch.setenv("LAKE_ROOT", served["lake"].root)
+    for day in range(1, 7):  # Jan 1-6 served already: Jan 7 and 8 are left
+        lake = served["lake"]
+        lake.write_partition(predictions_key(f"2013-01-0{day}"), lake.read_partition(features_key("2013-01-01")).head(1),
+                             {"model_version": "0"})
+    assert main(["--ds", "2013-01-07", "--catch-up"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split('"ds": "')[1][:10] for line in out.splitlines() if line.startswith("STEP_RESULT")] == [
+        "2013-01-07", "2013-01-08"]
+    assert main(["--ds", "2013-01-08", "--catch-up"]) == 4
+    assert capsys.readouterr().out.startswith("SKIPPED the predictions of 2013-01-08 already come from version")
+
+
 def test_ahead_and_a_date_are_one_or_the_other(capsys):
-    for argv in ([], ["--ahead-of", "2013-01-06", "--ds", "2013-01-07"], ["--ahead-of", "2013-01-06", "--days", "3"]):
+    for argv in ([], ["--ahead-of", "2013-01-06", "--ds", "2013-01-07"], ["--ahead-of", "2013-01-06", "--days", "3"],
+                 ["--ds", "2013-01-06", "--days", "3", "--catch-up"], ["--ahead-of", "2013-01-06", "--catch-up"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2, argv
-    assert "--days goes with --ds" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--days goes with --ds alone" in err and "--catch-up goes with --ds" in err
 
 
 @pytest.mark.parametrize(("rows", "per_task", "tasks"), [(0, 1000, 1), (900, 1000, 1), (1000, 1000, 1),
