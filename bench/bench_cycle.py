@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     last = days[-1] + dt.timedelta(days=30)  # the DAGs' dates reach past the timed days
     state_file = args.home / "state.json"
     state = ReplayState.load(state_file) or ReplayState(FIRST.isoformat(), last.isoformat(), FIRST_MODEL_DAYS)
-    config = replay_config(FIRST, dt.date.fromisoformat(state.last), args.home)
+    config = replay_config(FIRST, dt.date.fromisoformat(state.last), args.home, first_loop_day)
     stack = start_stack(config)
     client = stack.client()
     client.wait_for_dags(["replay_publisher", "flights_ingest", "delay_model_monitoring"], timeout=300)

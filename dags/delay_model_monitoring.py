@@ -55,7 +55,7 @@ with DAG(
     description="Evidently drift + served performance of flight_delay@champion; triggers retraining on policy.",
     doc_md=__doc__,
     schedule=CronTriggerTimetable(schedule_cron(DAG_ID), timezone="UTC"),
-    start_date=start_date(),
+    start_date=start_date(DAG_ID),
     # The monitoring of the last replayed day runs on that day (03:00), after the DAGs' end date (00:00).
     end_date=_end + dt.timedelta(days=1, seconds=-1) if (_end := end_date()) else None,
     # Every day of a catch-up is monitored (a day left out would break a drift streak), in order: each

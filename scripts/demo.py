@@ -45,11 +45,11 @@ def _say(message: str) -> None:
 DEMO_ENV = {"PIPELINE__TRAINING__FAMILY": "sklearn_hgb"}
 
 
-def demo_config(first: dt.date, last: dt.date) -> StackConfig:
+def demo_config(first: dt.date, last: dt.date, first_served: dt.date) -> StackConfig:
     import dataclasses
 
     base = StackConfig.local()
-    return dataclasses.replace(base, extra_env={**base.extra_env, **replay_env(first, last), **DEMO_ENV})
+    return dataclasses.replace(base, extra_env={**base.extra_env, **replay_env(first, last, first_served), **DEMO_ENV})
 
 
 def trained_after(state: ReplayState, days_after: int) -> bool:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if state is None and (REPO_ROOT / ".airflow" / "airflow.db").exists():
             raise ReplayError("the demo's Airflow home holds runs of an earlier demo; `make reset` first")
         state = state or ReplayState(first.isoformat(), last.isoformat(), args.first_model_days)
-        stack = run_replay(demo_config(first, last), state, STATE_FILE, args.timeout,
+        stack = run_replay(demo_config(first, last, first + dt.timedelta(days=args.first_model_days)), state, STATE_FILE, args.timeout,
                            done=lambda s: trained_after(s, args.after))
         client = stack.client()
     except (ReplayError, StackError, AirflowAPIError) as exc:

@@ -101,9 +101,14 @@ class ReplayState:
         os.replace(tmp, path)
 
 
-def replay_env(first: dt.date, last: dt.date) -> dict[str, str]:
-    """The pipeline settings a replay's stack runs with (the clock's start and end, the sensors' pace)."""
-    return {
+def replay_env(first: dt.date, last: dt.date, first_served: dt.date | None = None) -> dict[str, str]:
+    """The pipeline settings a replay's stack runs with (the clock's start and end, the sensors' pace).
+
+    `first_served`: the first day after the first model's window. Monitoring starts there: the first
+    model's own days were scored after the fact by a model trained on them, so judging them says nothing
+    (and cost the demo four minutes of monitoring runs)."""
+    served = {"PIPELINE__AIRFLOW__START_DATES__" + MONITORING.upper(): first_served.isoformat()} if first_served else {}
+    return {**served,
         # The scheduler's catch-up starts with the window, and the window is the source: nothing before
         # its first day lands (the first day's wait for the outcomes of its eve skips at once, as on Jan 1).
         "PIPELINE__AIRFLOW__START_DATE": first.isoformat(),
@@ -116,11 +121,12 @@ def replay_env(first: dt.date, last: dt.date) -> dict[str, str]:
     }
 
 
-def replay_config(first: dt.date, last: dt.date, home: Path = REPLAY_HOME) -> StackConfig:
+def replay_config(first: dt.date, last: dt.date, home: Path = REPLAY_HOME,
+                  first_served: dt.date | None = None) -> StackConfig:
     """The demo's stack shape (ports, Spark Connect, warm runner) with the replay's homes, lake and clock."""
     base = StackConfig.local()
-    return dataclasses.replace(base, airflow_home=home / "airflow", mlflow_home=home / "mlflow",
-                               lake_root=str(home / "lake"), extra_env={**base.extra_env, **replay_env(first, last)})
+    return dataclasses.replace(base, airflow_home=home / "airflow", mlflow_home=home / "mlflow", lake_root=str(home / "lake"),
+                               extra_env={**base.extra_env, **replay_env(first, last, first_served)})
 
 
 @contextlib.contextmanager
@@ -261,7 +267,7 @@ class Replay:
                                       note="make replay: score the first month with the first champion")
         if self.client.wait_for_run(SCORING, scoring["dag_run_id"], timeout=self.timeout, echo=None)["state"] != "success":
             raise ReplayError(f"{SCORING} {scoring['dag_run_id']} failed: see its log in the UI")
-        self.client.unpause(MONITORING)  # its catch-up monitors every day from the first on, in order
+        self.client.unpause(MONITORING)  # its catch-up monitors every day from its start date on, in order
         self.state.first_model = {"training_run": run["dag_run_id"], "seconds": round(time.monotonic() - started, 1)}
         self.state.next_day = (month_end + dt.timedelta(days=1)).isoformat()
         self.state.elapsed_s += time.monotonic() - started
@@ -436,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{state.first_model_days} days); remove {args.home} to start another")
             state = state or ReplayState(args.start.isoformat(), args.end.isoformat(), args.first_model_days)
             _say(("resuming at " + state.next_day) if state.next_day else f"replaying {args.start}..{args.end}")
-            stack = run_replay(replay_config(args.start, args.end, args.home), state, state_file, args.timeout,
+            first_served = args.start + dt.timedelta(days=args.first_model_days)
+            stack = run_replay(replay_config(args.start, args.end, args.home, first_served), state, state_file, args.timeout,
                                stretch=args.stretch)
             summary = breakdown(state)
             (args.home / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -13,8 +13,11 @@ def settings() -> Settings:
     return get_settings()
 
 
-def start_date() -> dt.datetime:
-    return dt.datetime.combine(settings().airflow.start_date, dt.time(), tzinfo=dt.timezone.utc)
+def start_date(dag_id: str | None = None) -> dt.datetime:
+    """The schedules' first date (`airflow.start_date`), or the DAG's own (`airflow.start_dates`) where set."""
+    airflow = settings().airflow
+    day = airflow.start_dates.get(dag_id, airflow.start_date) if dag_id else airflow.start_date
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
 
 def end_date() -> dt.datetime | None:

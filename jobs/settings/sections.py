@@ -74,6 +74,9 @@ class SensorSettings(_Strict):
 class AirflowSettings(_Strict):
     owner: str = Field(min_length=1)
     start_date: dt.date
+    # A DAG whose schedule starts later than the others (by DAG id); e.g. a replay's monitoring starts with
+    # the first day a champion served, not with the days its first model was trained on.
+    start_dates: dict[str, dt.date] = {}
     end_date: dt.date | None = None
     retries: int = Field(ge=0)
     retry_delay_s: int = Field(gt=0)

@@ -164,3 +164,16 @@ def test_waiting_for_the_training_is_the_triggerers_and_ends_either_way(monitori
     assert set(trigger.states) == {"success", "failed"}, "a failed training ends the wait too (it reports itself)"
     assert deferred.value.timeout.total_seconds() == 21600
     waiting.execute_complete({}, ("path", {"monitoring__2013-07-15": "failed"}))  # no error: the day goes on
+
+
+def test_monitoring_may_start_later_than_the_other_dags(load_dag_module):
+    """`airflow.start_dates` (a replay: monitoring starts with the first day a champion served); the others keep
+    `airflow.start_date`."""
+    import datetime as dt
+
+    later = {"PIPELINE__AIRFLOW__START_DATES__DELAY_MODEL_MONITORING": "2013-02-01",
+             "PIPELINE__AIRFLOW__START_DATE": "2013-01-01"}
+    monitoring = load_dag_module("delay_model_monitoring", "local", **later).dag
+    scoring = load_dag_module("flights_batch_scoring", "local", **later).dag
+    assert monitoring.start_date == dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc)
+    assert scoring.start_date == dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)

@@ -36,6 +36,7 @@ from tests.integration.stack import IntegrationStack
 pytestmark = pytest.mark.integration
 
 FIRST, FIRST_MODEL_DAYS, LAST = dt.date(2013, 1, 1), 12, dt.date(2013, 1, 17)
+FIRST_TICK = FIRST + dt.timedelta(days=FIRST_MODEL_DAYS)  # monitoring's first day: the first champion's first served
 STRETCH = 4
 SUMMER = [dt.date(2013, 1, 15) + dt.timedelta(days=i) for i in range(3)]
 POLICY = {
@@ -98,7 +99,7 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
     for day in SUMMER:
         deliver_a_summer_forecast(lake, day)
     state_file = tmp_path / "state.json"
-    with IntegrationStack(tmp_path, lake_root=lake.root, extra_env=replay_env(FIRST, LAST), spark_connect=True,
+    with IntegrationStack(tmp_path, lake_root=lake.root, extra_env=replay_env(FIRST, LAST, FIRST_TICK), spark_connect=True,
                           warm_runner=True) as stack:
         client = stack.client()
         client.wait_for_dags(["replay_publisher", "flights_ingest", "delay_model_monitoring"], timeout=300)
@@ -125,10 +126,11 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
         Replay(client, saved, state_file, timeout=900).loop(stretch=STRETCH)
 
         final = ReplayState.load(state_file)
-        first_tick = FIRST + dt.timedelta(days=FIRST_MODEL_DAYS)
-        ticked = [(first_tick + dt.timedelta(days=i)).isoformat() for i in range((LAST - first_tick).days + 2)]
+        ticked = [(FIRST_TICK + dt.timedelta(days=i)).isoformat() for i in range((LAST - FIRST_TICK).days + 2)]
         assert list(final.days) == ticked, "every day closed once, in order, across the interruption"
         assert all(final.days[d]["monitoring"] == "success" for d in ticked[:-1])
+        monitored_days = sorted(r["logical_date"][:10] for r in client.list_runs("delay_model_monitoring", limit=50))
+        assert monitored_days[0] == FIRST_TICK.isoformat(), "monitoring starts with the first champion's first day"
 
         # Exactly one training started by monitoring, on the second drifted day.
         started = sorted(r["dag_run_id"] for r in client.list_runs("delay_model_training", limit=20)

@@ -57,6 +57,9 @@ def test_state_round_trips_and_the_clock_settings_bound_the_dags(tmp_path):
     env = replay_env(D(2013, 4, 1), D(2013, 5, 15))
     assert env["PIPELINE__AIRFLOW__START_DATE"] == env["PIPELINE__DATA__FIRST_FLIGHT_DATE"] == "2013-04-01"
     assert env["PIPELINE__AIRFLOW__END_DATE"] == "2013-05-16"  # the run that ingests the last day's outcomes
+    assert not any("START_DATES" in key for key in env)
+    served = replay_env(D(2013, 4, 1), D(2013, 5, 15), first_served=D(2013, 4, 15))
+    assert served["PIPELINE__AIRFLOW__START_DATES__DELAY_MODEL_MONITORING"] == "2013-04-15"  # not the first model's days
 
 
 def test_the_evidence_compares_the_months_after_the_first_models_next():
