@@ -45,6 +45,7 @@ from common.config import default_args, end_date, schedule_cron, settings, start
 from common.notify import task_callback
 from common.sensors import DagRunFinishedSensor, LakeObjectSensor
 from common.steps import pipeline_step
+from jobs.retrain import monitoring_run_id
 from jobs.score import predictions_key
 
 DAG_ID = "delay_model_monitoring"
@@ -106,7 +107,7 @@ with DAG(
     trigger_retraining = TriggerDagRunOperator(
         task_id="trigger_retraining",
         trigger_dag_id=TRAINING_DAG_ID,
-        trigger_run_id="monitoring__{{ ds }}",
+        trigger_run_id=monitoring_run_id("{{ ds }}"),
         # No logical date (Airflow 3): a run dated by the wall clock would fall after the DAGs' end date
         # (the source ends in 2013; a replay's clock ends with its window) and be created without tasks.
         logical_date=None,
@@ -119,7 +120,7 @@ with DAG(
     wait_for_retraining = DagRunFinishedSensor(
         task_id="wait_for_retraining",
         external_dag_id=TRAINING_DAG_ID,
-        run_id="monitoring__{{ ds }}",
+        run_id=monitoring_run_id("{{ ds }}"),
         timeout=settings().monitoring.training_wait_s,
         soft_fail=True,
         doc_md="Waits for the training it started; the next day's monitoring starts after it (max_active_runs 1).",

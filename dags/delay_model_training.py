@@ -190,13 +190,13 @@ with DAG(
         """The conf of the rescoring run: the monitored day X that started this training (its run id,
         `monitoring__X`); skipped when no day after X is scored yet (live), or when no monitoring started it."""
         from jobs.lake import Lake
+        from jobs.retrain import started_on
         from jobs.score import dates_ahead
 
-        prefix = "monitoring__"
-        if not (run_id or "").startswith(prefix):
+        decided_on = started_on(run_id)
+        if decided_on is None:
             raise AirflowSkipException("not started by monitoring: the new champion serves from now on, no day is "
                                        "rescored")
-        decided_on = dt.date.fromisoformat(run_id[len(prefix):len(prefix) + 10])
         days = dates_ahead(Lake.from_settings(), decided_on)
         if not days:
             raise AirflowSkipException(f"no day after {decided_on} is scored yet: nothing to rescore")

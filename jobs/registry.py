@@ -133,6 +133,8 @@ def training_history(mlflow_client: "MlflowClient", name: str) -> "TrainingHisto
 
 def training_log(mlflow_client: "MlflowClient", name: str) -> list[dict[str, Any]]:
     """Every version the loop trained (not a backtest's), oldest first, with why and what became of it."""
+    from jobs.retrain import started_on
+
     rows = []
     for version in sorted(mlflow_client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
         tags = version.tags or {}
@@ -140,10 +142,11 @@ def training_log(mlflow_client: "MlflowClient", name: str) -> list[dict[str, Any
             continue
         run_tags = mlflow_client.get_run(version.run_id).data.tags if version.run_id else {}
         airflow_run = run_tags.get("airflow.run_id", "")
-        started_on = airflow_run.split("__", 1)[1][:10] if airflow_run.startswith("monitoring__") else None
+        decided_on = started_on(airflow_run)
+        started_on_ds = decided_on.isoformat() if decided_on else None
         rows.append({
-            "version": str(version.version), "started_on": started_on,
-            "trigger": "monitoring" if started_on else ("schedule" if airflow_run.startswith("scheduled__")
+            "version": str(version.version), "started_on": started_on_ds,
+            "trigger": "monitoring" if started_on_ds else ("schedule" if airflow_run.startswith("scheduled__")
                                                         else "manual"),
             "reason": run_tags.get("reason", ""),
             "window": {k.removeprefix("window."): v for k, v in run_tags.items() if k.startswith("window.")},

@@ -51,6 +51,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The run id of the delay_model_training run that monitoring of flight date D starts: one per monitored day at
+# most, and how the training DAG, the registry's training log, the alerts and the replay find who started it.
+MONITORING_RUN_PREFIX = "monitoring__"
+
+
+def monitoring_run_id(ds: str) -> str:
+    """The training run monitoring of `ds` starts (`ds` may be a template, e.g. "{{ ds }}")."""
+    return f"{MONITORING_RUN_PREFIX}{ds}"
+
+
+def started_on(run_id: str | None) -> dt.date | None:
+    """The monitored flight date that started a training run, from its run id; None when monitoring did not."""
+    if not (run_id or "").startswith(MONITORING_RUN_PREFIX):
+        return None
+    return dt.date.fromisoformat(run_id[len(MONITORING_RUN_PREFIX):len(MONITORING_RUN_PREFIX) + 10])
+
 Source = Literal["monitoring", "schedule"]
 
 

@@ -27,6 +27,7 @@ import datetime as dt
 import sys
 import time
 
+from jobs.retrain import monitoring_run_id
 from scripts.airflow_api import AirflowAPIError, AirflowClient
 from scripts.replay import TRAINING, ReplayError, ReplayState, check_window, replay_env, run_replay
 from scripts.stack import REPO_ROOT, StackConfig, StackError
@@ -67,7 +68,7 @@ def retraining_story(client: AirflowClient, state: ReplayState, mlflow_url: str)
         decision = record.get("decision") or {}
         if not decision.get("retrain"):
             continue
-        run_id = f"monitoring__{day}"
+        run_id = monitoring_run_id(day)
         try:
             run = client.get_run(TRAINING, run_id)
         except AirflowAPIError:

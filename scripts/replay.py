@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from jobs.retrain import monitoring_run_id
 from scripts.airflow_api import AirflowAPIError, AirflowClient
 from scripts.stack import REPO_ROOT, Stack, StackConfig, StackError
 
@@ -202,7 +203,7 @@ class Replay:
         runs += [(dag, r) for dag in (FEATURES, SCORING) for r in self._partition_runs(dag, day)]
         runs += [(MONITORING, r) for r in self._runs_on(MONITORING, day, hour=3)]
         with contextlib.suppress(AirflowAPIError):  # 404: monitoring started no training that day
-            runs.append((TRAINING, self.client.get_run(TRAINING, f"monitoring__{day.isoformat()}")))
+            runs.append((TRAINING, self.client.get_run(TRAINING, monitoring_run_id(day.isoformat()))))
         return runs
 
     def _wait(self, what: str, ready: Any, poll: float = 1.0) -> Any:
@@ -301,7 +302,7 @@ class Replay:
 
     def _check_training(self, day: dt.date) -> None:
         """The training monitoring started on `day` ran (its tasks exist and it did not fail)."""
-        run_id = f"monitoring__{day.isoformat()}"
+        run_id = monitoring_run_id(day.isoformat())
         try:
             run = self.client.get_run(TRAINING, run_id)
         except AirflowAPIError as exc:

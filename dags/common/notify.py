@@ -199,7 +199,9 @@ def drift_retraining_message(context: dict[str, Any], pull: Pull | None = None) 
     if conf:
         facts.append(("Training windows", f"train {conf.get('train_start')}..{conf.get('train_end')}, "
                                           f"holdout {conf.get('holdout_start')}..{conf.get('holdout_end')}"))
-    training_run = f"monitoring__{ds}"
+    from jobs.retrain import monitoring_run_id
+
+    training_run = monitoring_run_id(str(ds))
     links = [("Training run", run_url("delay_model_training", training_run)),
              ("Monitor log", task_log_url(dag_id, run_id, "monitor")), _log_link(context, dag_id, run_id, task_id)]
     if result.get("report_key"):

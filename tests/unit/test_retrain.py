@@ -127,3 +127,11 @@ def test_policy_comes_from_settings_and_is_validated():
     with pytest.raises(ValidationError, match="max_model_age_days .* must be greater than cooldown_days"):
         RetrainPolicy(drift_days=3, served_auc_floor=0.6, min_labelled_rows=10, cooldown_days=30,
                       max_model_age_days=28)
+
+
+def test_the_training_monitoring_starts_is_named_by_its_day():
+    from jobs.retrain import monitoring_run_id, started_on
+
+    assert monitoring_run_id("2013-07-15") == "monitoring__2013-07-15"
+    assert started_on(monitoring_run_id("2013-07-15")) == dt.date(2013, 7, 15)
+    assert started_on("scheduled__2013-07-15T06:00:00+00:00") is None and started_on(None) is None
