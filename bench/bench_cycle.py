@@ -2,7 +2,7 @@
 
     python -m bench.bench_cycle [--days 3] [--home .bench/cycle]
 
-A day's cycle is what the replay clock's tick starts (scripts/replay.py): the delivery of what
+A day's cycle is what the replay clock's tick starts (scripts/replay/): the delivery of what
 upstream has sent by the start of D, ingestion of its three feeds, the features of D, scoring
 and monitoring of D. Measured on the same days, from the same lake state:
 1. **Airflow**: the replay's tick through the running stack (the DAGs, the scheduler, the

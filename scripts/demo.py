@@ -1,7 +1,7 @@
 """`make demo`: the loop at work in about a quarter of an hour: a spring of 2013 through Airflow until drift retrains the model.
 
 1. start the local stack (Airflow, MLflow, Spark Connect, the warm step runner) with the replay
-   clock (scripts/replay.py) set to the demo's window: its DAGs' dates are the window's;
+   clock (scripts/replay/) set to the demo's window: its DAGs' dates are the window's;
 2. the first model: `replay_publisher` delivers the window's first 18 days (from 2013-03-15);
    the scheduler's catch-up of `flights_ingest` validates it with Great Expectations,
    `flights_features` builds each day with Spark, `delay_model_training` makes the first

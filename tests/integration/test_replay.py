@@ -1,5 +1,5 @@
 """A short replay through a real stack (Airflow's scheduler, triggerer and API server, a real `mlflow
-server`, Spark Connect, the warm step runner), driven by scripts/replay.py's own clock:
+server`, Spark Connect, the warm step runner), driven by scripts/replay/'s own clock:
 
 1. the first model: Jan 1-12 delivered, the scheduler's catch-up ingests and builds them, one
    training makes the first champion, one range run scores the month;

@@ -1,4 +1,4 @@
-"""The replay driver's refusals (scripts/replay.py), before anything starts: a window the source cannot
+"""The replay driver's refusals (scripts/replay/), before anything starts: a window the source cannot
 play, a second replay while one runs, a state file of another window; and its resumable state."""
 from __future__ import annotations
 
