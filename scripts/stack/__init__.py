@@ -40,8 +40,9 @@ supervisors, tasks (own process groups) and uvicorn workers stay in that session
 re-parented to init. Each component also carries `PIPELINE_STACK_HOME=<airflow home>` in its
 environment, inherited by what a task starts in a session of its own. Details: `Stack.processes`.
 
-Modules: `config` (StackConfig and each component's command), `health`, `processes`, `control`
-(Stack: start, status, stop), `__main__` (the CLI).
+Modules: `config` (StackConfig and each component's command), `health`, `processes` (which are the
+stack's, how each is signalled), `state` (the state file and its lock), `control` (Stack: start,
+status, stop), `__main__` (the CLI).
 
 `StackConfig` holds everything that differs between stacks (homes, ports, database URLs,
 lake, DAG and plugin folders); `Stack(config)` starts, inspects and stops one.

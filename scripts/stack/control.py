@@ -1,17 +1,14 @@
-"""Start, inspect and stop one stack: spawn each component in its own session, migrate, wait for health, keep a state file, stop in waves and hunt orphans."""
+"""Start, inspect and stop one stack: spawn each component in its own session, migrate, wait for health, stop in waves."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +23,10 @@ from scripts.stack.health import (
     ComponentStatus, StackStatus, airflow_health, mlflow_healthy, port_free, port_open, read_admin_password, tail, unhealthy_airflow_parts,
 )
 from scripts.stack.processes import (
-    EXEC_WITH_DEFAULT_SIGINT, alive, component_of, components_of, describe, flatten, in_sessions, process_group, pss_bytes, redact, relative, send_signal,
+    EXEC_WITH_DEFAULT_SIGINT, alive, children, component_of, components_of, describe, flatten, in_sessions, orphans,
+    process_group, pss_bytes, redact, relative, send_signal, stack_processes, tracked,
 )
+from scripts.stack.state import clear_state, read_state, stack_lock, write_state
 
 Echo = Callable[[str], None]
 
@@ -65,18 +64,18 @@ class Stack:
         is stopped and StackError carries the reason and the failing logs' tails.
         """
         config = self.config
-        with self._lock():
-            state = self._read_state()
-            tracked = self._tracked(state)
-            if state and tracked and set(tracked) == set(config.components):
+        with stack_lock(self.config):
+            state = read_state(self.config)
+            running = tracked(state)
+            if state and running and set(running) == set(config.components):
                 self._echo(f"stack already running (Airflow {state['airflow_url']}, MLflow {state['mlflow_url']})")
                 return False
-            if tracked:
-                dead = sorted(set(config.components) - set(tracked))
+            if running:
+                dead = sorted(set(config.components) - set(running))
                 self._echo(f"stack is partly running (not running: {', '.join(dead)}); restarting it")
-            if tracked or self._processes(state):
+            if running or stack_processes(self.config, state):
                 self._stop_locked(grace=30.0)  # what is left of an earlier stack
-            self._clear_state()
+            clear_state(self.config)
             self._check_environment()
             started = time.monotonic()
             for folder in (config.airflow_home, config.log_dir, config.openlineage_dir, config.mlflow_home,
@@ -93,11 +92,11 @@ class Stack:
                                 cwd=config.airflow_home)
                 if WARM_RUNNER in commands:  # its imports (10-20 s) overlap the migration too
                     self._spawn(WARM_RUNNER, commands[WARM_RUNNER], config.warm_runner_env(), cwd=config.airflow_home)
-                self._write_state()
+                write_state(self.config, self._popen)
                 self._migrate()
                 for name in AIRFLOW_COMPONENTS:
                     self._spawn(name, commands[name], config.airflow_env(), cwd=config.airflow_home)
-                self._write_state()
+                write_state(self.config, self._popen)
                 self._wait_healthy(started + timeout)
             except BaseException:
                 self._echo("start failed; stopping what was started")
@@ -117,18 +116,18 @@ class Stack:
         which the tasks talk to until their end. Then SIGTERM, and at last SIGKILL, to
         whatever is left (see `processes`); a final scan must find nothing.
         """
-        with self._lock():
+        with stack_lock(self.config):
             return self._stop_locked(grace)
 
     def status(self) -> StackStatus:
-        state = self._read_state() or {}
-        tracked = self._tracked(state)
+        state = read_state(self.config) or {}
+        running = tracked(state)
         airflow_url = state.get("airflow_url", self.config.airflow_url)
         mlflow_url = state.get("mlflow_url", self.config.mlflow_url)
         components = {}
         for name in self.config.components:
-            proc = tracked.get(name)
-            family = [proc, *self._children(proc)] if proc else []
+            proc = running.get(name)
+            family = [proc, *children(proc)] if proc else []
             components[name] = ComponentStatus(
                 name=name,
                 pid=proc.pid if proc else None,
@@ -137,7 +136,7 @@ class Stack:
                 processes=len(family),
                 log=self.config.log_file(name),
             )
-        any_running = bool(tracked)
+        any_running = bool(running)
         return StackStatus(
             airflow_url=airflow_url,
             mlflow_url=mlflow_url,
@@ -187,7 +186,7 @@ class Stack:
           would not find these: `setproctitle` (Airflow's "airflow worker", "airflow
           serve-logs" titles) overwrites the memory that /proc/<pid>/environ reads.
         """
-        return list(self._processes(self._read_state()).values())
+        return list(stack_processes(self.config, read_state(self.config)).values())
 
     def leftover_processes(self) -> list[str]:
         """Descriptions of processes of this stack still alive (empty once stopped)."""
@@ -289,21 +288,21 @@ class Stack:
     # -- stop ------------------------------------------------------------------------------
 
     def _stop_locked(self, grace: float) -> list[str]:
-        state = self._read_state()
-        tracked = self._tracked(state)
-        procs = self._processes(state)
+        state = read_state(self.config)
+        running = tracked(state)
+        procs = stack_processes(self.config, state)
         if not procs:
             self._echo("stack is not running")
-            self._clear_state()
+            clear_state(self.config)
             return []
-        names = ", ".join(tracked) or "what is left of it"
+        names = ", ".join(running) or "what is left of it"
         self._echo(f"stopping {names} ({len(procs)} processes) ...")
         started = time.monotonic()
         components = components_of(state)
         # Left-overs of a component that died have nobody to shut them down in order (idle
         # LocalExecutor workers even ignore SIGINT): SIGTERM now, SIGKILL after a few seconds.
-        orphans = {proc.pid: proc for proc in self._orphans(procs, state)}
-        for proc in orphans.values():
+        orphaned = {proc.pid: proc for proc in orphans(procs, state)}
+        for proc in orphaned.values():
             send_signal(proc, signal.SIGTERM)
         # 1. Ctrl-C for each component's process group (SIGTERM for MLflow), in two waves:
         #    running tasks report their end through the API server (Execution API) and may
@@ -313,7 +312,7 @@ class Stack:
             # The first wave gets the grace period, the API server and MLflow a short one.
             deadline = started + grace if index == 0 else time.monotonic() + 15.0
             later = {components[name]["pid"] for name in flatten(STOP_WAVES[index + 1 :]) if name in components}
-            live_groups = {process_group(proc) for proc in self._processes(state).values()}
+            live_groups = {process_group(proc) for proc in stack_processes(self.config, state).values()}
             for name in wave:
                 entry = components.get(name)
                 if entry and entry["pid"] in live_groups:
@@ -321,18 +320,18 @@ class Stack:
                         os.killpg(entry["pid"], STOP_SIGNALS.get(name, signal.SIGINT))
             while True:
                 self._reap()
-                pending = [p for p in self._processes(state).values() if not in_sessions(p, later)]
-                if orphans and time.monotonic() > started + 5.0:
-                    for proc in orphans.values():
+                pending = [p for p in stack_processes(self.config, state).values() if not in_sessions(p, later)]
+                if orphaned and time.monotonic() > started + 5.0:
+                    for proc in orphaned.values():
                         send_signal(proc, signal.SIGKILL)
-                    orphans = {}
+                    orphaned = {}
                 if not pending or time.monotonic() > deadline:
                     break
                 time.sleep(0.25)
             if pending:
                 break  # out of time: escalate below
         # 2. and 3. Whatever did not stop on Ctrl-C.
-        alive = list(self._processes(state).values())
+        alive = list(stack_processes(self.config, state).values())
         for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
             if not alive:
                 break
@@ -341,26 +340,13 @@ class Stack:
                 send_signal(proc, sig)
             alive = self._wait_gone({p.pid: p for p in alive}, state, wait)
         self._reap()
-        leftovers = [describe(p) for p in self._processes(state).values()]
+        leftovers = [describe(p) for p in stack_processes(self.config, state).values()]
         if leftovers:
             self._echo("processes left running:\n  " + "\n  ".join(leftovers))
         else:
             self._echo(f"stopped in {time.monotonic() - started:.0f} s; no process left")
-            self._clear_state()
+            clear_state(self.config)
         return leftovers
-
-    def _orphans(self, procs: Mapping[int, psutil.Process], state: Mapping[str, Any] | None) -> list[psutil.Process]:
-        """Processes whose component died: re-parented to init, or in a dead component's session."""
-        live = {proc.pid for proc in self._tracked(state).values()}
-        dead = {entry["pid"] for entry in components_of(state).values()} - live
-        orphans = []
-        for proc in procs.values():
-            try:
-                if proc.pid not in live and (proc.ppid() == 1 or os.getsid(proc.pid) in dead):
-                    orphans.append(proc)
-            except (psutil.Error, OSError):
-                continue
-        return orphans
 
     def _wait_gone(
         self, procs: dict[int, psutil.Process], state: Mapping[str, Any] | None, timeout: float
@@ -369,116 +355,15 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             self._reap()
-            procs = {pid: p for pid, p in {**procs, **self._processes(state)}.items() if alive(p)}
+            procs = {pid: p for pid, p in {**procs, **stack_processes(self.config, state)}.items() if alive(p)}
             if not procs or time.monotonic() > deadline:
                 return list(procs.values())
             time.sleep(0.25)
-
-    def _processes(self, state: Mapping[str, Any] | None) -> dict[int, psutil.Process]:
-        """See `processes`; `state` names the components and so their sessions."""
-        recorded = {entry["pid"]: entry["create_time"] for entry in components_of(state).values()}
-        live = {proc.pid for proc in self._tracked(state).values()}
-        homes = (self.config.airflow_home, self.config.mlflow_home)
-        mark = str(self.config.airflow_home)
-        me = psutil.Process()
-        exclude = {me.pid, *(p.pid for p in me.parents())}
-        found: dict[int, psutil.Process] = {}
-        for proc in psutil.process_iter():
-            if proc.pid in exclude:
-                continue
-            try:
-                sid = os.getsid(proc.pid)
-                # In the session of a running component (verified by its start time), or marked.
-                if sid in live or proc.environ().get(STACK_MARK) == mark:
-                    ours = True
-                else:
-                    # The component died and left its children: they are in its session, were
-                    # started after it and still run in a home of this stack. (A bare session
-                    # id could be a recycled PID and some unrelated program.)
-                    ours = (
-                        sid in recorded
-                        and proc.create_time() >= recorded[sid] - 1.0
-                        and any(Path(proc.cwd()).is_relative_to(home) for home in homes)
-                    )
-                if ours and alive(proc):
-                    found[proc.pid] = proc
-            except (psutil.Error, OSError):  # gone, or another user's
-                continue
-        for proc in self._tracked(state).values():
-            for child in self._children(proc):
-                if child.pid not in exclude and alive(child):
-                    found.setdefault(child.pid, child)
-        return found
-
-    @staticmethod
-    def _children(proc: psutil.Process) -> list[psutil.Process]:
-        try:
-            return proc.children(recursive=True)
-        except psutil.Error:
-            return []
 
     def _reap(self) -> None:
         """Collect the exit status of components started by this process (no zombies)."""
         for popen in self._popen.values():
             popen.poll()
-
-    # -- state -----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.config.airflow_home.mkdir(parents=True, exist_ok=True)
-        with open(self.config.airflow_home / ".stack.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _read_state(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.config.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def _write_state(self) -> None:
-        components = {}
-        for name, popen in self._popen.items():
-            try:
-                create_time = psutil.Process(popen.pid).create_time()
-            except psutil.Error:
-                continue
-            components[name] = {
-                "pid": popen.pid,
-                "create_time": create_time,
-                "command": " ".join(self.config.commands()[name][1:4]),
-                "log": str(self.config.log_file(name)),
-            }
-        state = {
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "airflow_url": self.config.airflow_url,
-            "mlflow_url": self.config.mlflow_url,
-            "config": self.config.to_json(),
-            "components": components,
-        }
-        tmp = self.config.state_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.config.state_file)
-
-    def _clear_state(self) -> None:
-        self.config.state_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _tracked(state: Mapping[str, Any] | None) -> dict[str, psutil.Process]:
-        """Components of the state file that still run (the same process: PID and start time)."""
-        tracked = {}
-        for name, entry in components_of(state).items():
-            try:
-                proc = psutil.Process(entry["pid"])
-                if abs(proc.create_time() - entry["create_time"]) < 1.0 and alive(proc):
-                    tracked[name] = proc
-            except psutil.Error:
-                continue
-        return tracked
 
     def _print_endpoints(self, status: StackStatus | None = None) -> None:
         config = self.config

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 
 import psutil
 
+from scripts.stack.config import STACK_MARK, StackConfig
+
 
 def alive(proc: psutil.Process) -> bool:
     try:
@@ -98,3 +100,75 @@ def redact(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")
     return url
+
+
+def tracked(state: Mapping[str, Any] | None) -> dict[str, psutil.Process]:
+    """Components of the state file that still run (the same process: PID and start time)."""
+    running = {}
+    for name, entry in components_of(state).items():
+        try:
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["create_time"]) < 1.0 and alive(proc):
+                running[name] = proc
+        except psutil.Error:
+            continue
+    return running
+
+
+def children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stack_processes(config: StackConfig, state: Mapping[str, Any] | None) -> dict[int, psutil.Process]:
+    """Every live process of the stack of `config` (Stack.processes says which); `state` names the components and
+    so their sessions."""
+    recorded = {entry["pid"]: entry["create_time"] for entry in components_of(state).values()}
+    live = {proc.pid for proc in tracked(state).values()}
+    homes = (config.airflow_home, config.mlflow_home)
+    mark = str(config.airflow_home)
+    me = psutil.Process()
+    exclude = {me.pid, *(p.pid for p in me.parents())}
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
+        if proc.pid in exclude:
+            continue
+        try:
+            sid = os.getsid(proc.pid)
+            # In the session of a running component (verified by its start time), or marked.
+            if sid in live or proc.environ().get(STACK_MARK) == mark:
+                ours = True
+            else:
+                # The component died and left its children: they are in its session, were
+                # started after it and still run in a home of this stack. (A bare session
+                # id could be a recycled PID and some unrelated program.)
+                ours = (
+                    sid in recorded
+                    and proc.create_time() >= recorded[sid] - 1.0
+                    and any(Path(proc.cwd()).is_relative_to(home) for home in homes)
+                )
+            if ours and alive(proc):
+                found[proc.pid] = proc
+        except (psutil.Error, OSError):  # gone, or another user's
+            continue
+    for proc in tracked(state).values():
+        for child in children(proc):
+            if child.pid not in exclude and alive(child):
+                found.setdefault(child.pid, child)
+    return found
+
+
+def orphans(procs: Mapping[int, psutil.Process], state: Mapping[str, Any] | None) -> list[psutil.Process]:
+    """Processes whose component died: re-parented to init, or in a dead component's session."""
+    live = {proc.pid for proc in tracked(state).values()}
+    dead = {entry["pid"] for entry in components_of(state).values()} - live
+    found = []
+    for proc in procs.values():
+        try:
+            if proc.pid not in live and (proc.ppid() == 1 or os.getsid(proc.pid) in dead):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
