@@ -136,7 +136,7 @@ def register(trained, example: pd.DataFrame, tracking_uri: str, name: str):
     import mlflow
 
     from jobs.model import log_model
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
     from jobs.settings import get_settings
 
     mlflow.set_tracking_uri(tracking_uri)

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
     from jobs.settings import Settings
 
 log = logging.getLogger("jobs.monitor")
@@ -234,7 +234,8 @@ def monitor_date(lake: Lake, ds: dt.date, *, settings: "Settings | None" = None,
     from jobs.features import features_key
     from jobs.registry import client, training_history
     from jobs.retrain import RetrainEvidence, decide_retraining
-    from jobs.score import NothingToScore, predictions_key, resolve_champion
+    from jobs.score import predictions_key
+    from jobs.serving import NothingToScore, resolve_champion
     from jobs.settings import get_settings
 
     settings = settings or get_settings()

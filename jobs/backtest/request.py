@@ -13,7 +13,7 @@ from jobs.lake import Lake, partition_key, raw_key, report_key
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
     from jobs.settings import Settings
     from jobs.training_set import Windows
 
@@ -197,7 +197,7 @@ def check_request(lake: Lake, request: BacktestRequest, settings: "Settings",
     """The plan of a request, or BacktestRejected naming every problem (NothingToBacktest for a skip)."""
     from jobs.features import features_key
     from jobs.registry import alias_version
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
 
     data, name = settings.data, settings.mlflow.model_name
     problems: list[str] = []

@@ -30,7 +30,8 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
 
     from jobs.features import load_feature_schema
     from jobs.registry import client
-    from jobs.score import ChampionUnusable, score_with_model
+    from jobs.score import score_with_model
+    from jobs.serving import ChampionUnusable
     from jobs.settings import get_settings
     from jobs.spark import spark_session
 

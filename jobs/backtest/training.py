@@ -10,7 +10,7 @@ from jobs.lake import Lake
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
     from jobs.settings import Settings
 
 log = logging.getLogger("jobs.backtest")
@@ -21,7 +21,7 @@ def trained_model(lake: Lake, request: BacktestRequest, plan: Plan, settings: "S
     """The version trained on the plan's windows for this request: reused when registered before, else
     trained by jobs.train and tagged; `challenger` is put back as it was (module docstring, step 1)."""
     from jobs.registry import CHALLENGER, alias_version
-    from jobs.score import ServingModel
+    from jobs.serving import ServingModel
     from jobs.train import TrainRequest, train_candidate
 
     name, defaults = settings.mlflow.model_name, settings.training

@@ -20,9 +20,10 @@ MONITORING, TRAINING = "delay_model_monitoring", "delay_model_training"
 ALL_DAGS = (PUBLISH, INGEST, FEATURES, SCORING, MONITORING, TRAINING)
 TERMINAL = ("success", "failed")
 # The pipeline's settings the replay changes, each for a reason: the DAGs' dates end with the
-# replay (the schedules' clock), the sensors' waits are seconds, not hours, and a few ingest runs
-# work at once (a stretch delivers several days).
-POKE_INTERVAL_S, SENSOR_TIMEOUT_S, INGEST_RUNS_AHEAD = 1, 900, 3
+# replay (the schedules' clock), the sensors' waits are seconds, not hours, and a few ingest and
+# features runs work at once (a stretch delivers several days; a day's features read raw partitions
+# only, so two days build side by side, and scoring's catch-up then scores several in one pass).
+POKE_INTERVAL_S, SENSOR_TIMEOUT_S, INGEST_RUNS_AHEAD, FEATURES_RUNS_AHEAD = 1, 900, 3, 2
 STRETCH_DAYS = 7
 # The settings a window of a few weeks needs (the tests and benchmarks of the loop): a 3-day holdout
 # and 2 validation days, and a gate whose floor and slice sizes fit a model trained on under two weeks.
@@ -77,6 +78,7 @@ def replay_env(first: dt.date, last: dt.date, first_served: dt.date | None = Non
         # The run of last+1 ingests the outcomes of `last`; monitoring's last run is on that day too.
         "PIPELINE__AIRFLOW__END_DATE": (last + dt.timedelta(days=1)).isoformat(),
         "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_INGEST": str(INGEST_RUNS_AHEAD),
+        "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_FEATURES": str(FEATURES_RUNS_AHEAD),
         "PIPELINE__SENSORS__POKE_INTERVAL_S": str(POKE_INTERVAL_S),
         "PIPELINE__SENSORS__TIMEOUT_S": str(SENSOR_TIMEOUT_S),
     }
