@@ -40,6 +40,15 @@ supervisors, tasks (own process groups) and uvicorn workers stay in that session
 re-parented to init. Each component also carries `PIPELINE_STACK_HOME=<airflow home>` in its
 environment, inherited by what a task starts in a session of its own. Details: `Stack.processes`.
 
+Why not a process manager (supervisord, weighed for issue 15): it would take over the spawning
+(`stopsignal=INT`, `stopasgroup`, `priority` for the stop order, `stopwaitsecs` for the grace) and
+the state file, about 90 lines of `control` and `state`. It would not take over what most of this
+code is for: the one-shot migration between MLflow/Spark and the Airflow components, the health
+waits, and the leak check and orphan hunt (a task's subprocess in a session of its own escapes
+`killasgroup`, which signals one process group). It adds a daemon to start, wait for and shut
+down, its config to render per stack (the tests run several on free ports), and a second place to
+read when a stack will not stop. About even in lines, one more moving part: kept our own.
+
 Modules: `config` (StackConfig and each component's command), `health`, `processes` (which are the
 stack's, how each is signalled), `state` (the state file and its lock), `control` (Stack: start,
 status, stop), `__main__` (the CLI).
