@@ -24,8 +24,8 @@ every day from X+1 on is served by the new champion, as it would have been live.
 none: the features of X+1 are built at the start of X+1, after the training.
 
 `--catch-up` (the scheduler's run of one date D, created by D's features): D, unless its
-predictions already come from the champion on D's current features write (left in place,
-`"status": "unchanged"`), and every later date whose features are there and that was never
+predictions already come from the champion on D's current features write (left in place, and
+the log says so), and every later date whose features are there and that was never
 scored, in the same Spark pass. In a catch-up (a backfill of features, a replay's stretch) the
 first run scores the days that are ready and the runs of the later days find them scored and
 skip in about a second, instead of each paying its own Spark pass. A later date already scored
@@ -143,9 +143,8 @@ def scoring_frame(spark: "SparkSession", table: "Any", rows_per_task: int) -> "D
 def dates_ahead(lake: Lake, decided_on: dt.date) -> list[dt.date]:
     """The flight dates with features after `decided_on` (monitoring's day that started a training) and after
     the last monitored day (a day already judged keeps the scores it was judged on)."""
-    from jobs.monitor import last_monitored_date
-
     from jobs.features import features_key
+    from jobs.monitor import last_monitored_date
 
     after = max(decided_on, last_monitored_date(lake) or decided_on)
     return sorted(day for day in lake.partition_dates(_prefix(features_key)) if day > after)
