@@ -59,11 +59,6 @@ from jobs.results import EXIT_OK, EXIT_REJECTED, EXIT_SKIPPED, SKIP_PREFIX, emit
 from jobs.serving import (ChampionUnusable, NothingToScore, ServingModel, model_inputs, resolve_champion,
                           serving_udf)
 
-__all__ = ["ChampionUnusable", "NothingToScore", "PREDICTED", "PROBABILITY", "ScoreResult", "ServingModel",
-           "catch_up_dates", "dates_ahead", "lake_results", "main", "model_inputs", "predictions_key",
-           "resolve_champion", "score_ahead", "score_catch_up", "score_champion", "score_dates", "score_frame",
-           "score_with_model", "scoring_frame", "scoring_tasks", "serving_udf"]
-
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from pyspark.sql import DataFrame, SparkSession

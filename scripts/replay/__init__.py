@@ -1,4 +1,4 @@
-"""`make replay`: a year of flights through the real DAGs on the local stack, the replay clock ticking a day at a time.
+"""`make replay`: a year of flights through the real DAGs on the local stack, the replay clock delivering a stretch of days at a time.
 
     python -m scripts.replay [--start 2013-01-01] [--end 2013-12-31] [--first-model-days 31] [--stretch 7]
 

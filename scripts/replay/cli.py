@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from scripts.airflow_api import AirflowAPIError
-from scripts.replay import __doc__ as REPLAY_DOC
 from scripts.replay.clock import run_replay
 from scripts.replay.window import (REPLAY_HOME, STRETCH_DAYS, ReplayError, ReplayState, _say, check_window,
                                    replay_config, replay_env, replay_lock)
@@ -58,7 +57,9 @@ def breakdown(state: ReplayState) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.replay", description=REPLAY_DOC.split("\n\n")[0],
+    import scripts.replay as package  # its docstring is the replay's story
+
+    parser = argparse.ArgumentParser(prog="python -m scripts.replay", description=package.__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="example: python -m scripts.replay --start 2013-01-01 --end 2013-02-14 "
                                             "--first-model-days 31")
