@@ -6,13 +6,10 @@ model and retrain when the world has moved (`python -m jobs.monitor --ds D`):
 
 | task | does |
 | --- | --- |
-| `training_state` | is a `delay_model_training` run queued or running? (then no new trigger) |
 | `wait_for_predictions` | waits (soft, reschedule mode) for D's predictions; without them the run goes on, marks prediction drift `missing` and mails `predictions_late` |
-| `monitor` | Evidently data drift of D's features and prediction drift of D's scores against the champion's training reference; served ROC AUC, precision, recall and calibration of the days whose outcomes have arrived (D-1 and the window before it); the retraining decision |
-| `retrain_decision` | logs the decision and its reason; branches |
-| `trigger_retraining` | triggers `delay_model_training` with `conf`: the reason, the evidence and the windows |
+| `monitor` | Evidently data drift of D's features and prediction drift of D's scores against the champion's training reference; served ROC AUC, precision, recall and calibration of the days whose outcomes have arrived (D-1 and the window before it); the retraining decision (its arguments count the `delay_model_training` runs queued or running as it starts: any, and it starts none) |
+| `trigger_retraining` | the decision: retrain triggers `delay_model_training` with `conf` (the reason, the evidence and the windows); no is a *skip* whose reason is the decision |
 | `wait_for_retraining` | waits (in the triggerer, up to `monitoring.training_wait_s`) for that training to finish: the next day's decision, and the scores it judges, follow from its outcome |
-| `no_retraining` | the decision was no (the reason is in the `monitor` and `retrain_decision` logs) |
 
 **The policy** (`retraining:` in settings, jobs/retrain.py: one decision with one table of
 cases, asked here every day and by the weekly scheduled training): retrain when the champion's
@@ -35,14 +32,12 @@ the decision. No champion or no features for D: `monitor` is *skipped* with the 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, CronTriggerTimetable, XComArg, task
+from airflow.sdk import DAG, CronTriggerTimetable
 
 from common.config import default_args, end_date, schedule_cron, settings, start_date
 from common.notify import task_callback
+from common.retraining import RetrainingTrigger
 from common.sensors import DagRunFinishedSensor, LakeObjectSensor
 from common.steps import pipeline_step
 from jobs.retrain import monitoring_run_id
@@ -50,6 +45,9 @@ from jobs.score import predictions_key
 
 DAG_ID = "delay_model_monitoring"
 TRAINING_DAG_ID = "delay_model_training"
+# Rendered on the worker as the monitor task starts (no task of its own: a hand-off less per day):
+# how many delay_model_training runs are queued or running. Any: the policy starts no other.
+ACTIVE_TRAININGS = f"{{{{ ti.get_dr_count('{TRAINING_DAG_ID}', states=['queued', 'running']) }}}}"
 
 with DAG(
     dag_id=DAG_ID,
@@ -67,14 +65,6 @@ with DAG(
     tags=["monitoring", "evidently", "mlflow"],
 ) as dag:
 
-    @task
-    def training_state(ds: str | None = None, ti: Any = None) -> list[str]:
-        """The monitor step's arguments for D, with --training-active when a training run is queued or running."""
-        active = ti.get_dr_count(TRAINING_DAG_ID, states=["queued", "running"])
-        print(f"{TRAINING_DAG_ID}: {active} run(s) queued or running")
-        return ["--ds", str(ds)] + (["--training-active"] if active else [])
-
-    state = training_state()
     wait = LakeObjectSensor(
         task_id="wait_for_predictions",
         key=predictions_key("{{ ds }}"),
@@ -88,34 +78,24 @@ with DAG(
     monitor = pipeline_step(
         "monitor",
         step="monitor",
-        arguments=state,
+        arguments=["--ds", "{{ ds }}", "--active-trainings", ACTIVE_TRAININGS],
         trigger_rule="none_failed",
-        doc_md="`python -m jobs.monitor --ds D`: Evidently reports to reports/drift/D/, metrics to MLflow, decision.",
+        doc_md="`python -m jobs.monitor --ds D --active-trainings N`: Evidently reports to reports/drift/D/, "
+               "metrics to MLflow, the decision.",
     )
 
-    @task.branch
-    def retrain_decision(ti: Any = None) -> str:
-        """Where the decision leads; the conf for the training run goes to XCom `retrain_conf`."""
-        result = ti.xcom_pull(task_ids="monitor")[0]
-        print(("RETRAIN " if result["retrain"] else "NO RETRAIN ") + result["decision"])
-        if not result["retrain"]:
-            return "no_retraining"
-        ti.xcom_push(key="retrain_conf", value=result["retrain_conf"])
-        return "trigger_retraining"
-
-    decision = retrain_decision()
-    trigger_retraining = TriggerDagRunOperator(
+    trigger_retraining = RetrainingTrigger(
         task_id="trigger_retraining",
         trigger_dag_id=TRAINING_DAG_ID,
         trigger_run_id=monitoring_run_id("{{ ds }}"),
         # No logical date (Airflow 3): a run dated by the wall clock would fall after the DAGs' end date
         # (the source ends in 2013; a replay's clock ends with its window) and be created without tasks.
         logical_date=None,
-        conf=XComArg(decision.operator, key="retrain_conf"),
         skip_when_already_exists=True,
         wait_for_completion=False,
         on_success_callback=task_callback("drift_retraining"),
-        doc_md="delay_model_training with conf: reason, evidence, windows. One per monitored day at most.",
+        doc_md="The monitor's decision: retrain triggers delay_model_training with conf (reason, evidence, "
+               "windows), one per monitored day at most; no is a skip whose reason is the decision.",
     )
     wait_for_retraining = DagRunFinishedSensor(
         task_id="wait_for_retraining",
@@ -125,6 +105,4 @@ with DAG(
         soft_fail=True,
         doc_md="Waits for the training it started; the next day's monitoring starts after it (max_active_runs 1).",
     )
-    no_retraining = EmptyOperator(task_id="no_retraining", doc_md="No retraining: the reason is in the logs.")
-    state >> wait >> monitor >> decision >> [trigger_retraining, no_retraining]
-    trigger_retraining >> wait_for_retraining
+    wait >> monitor >> trigger_retraining >> wait_for_retraining

@@ -1,6 +1,6 @@
 """Monitor the serving model for flight date D: drift, served performance, and whether to retrain.
 
-    python -m jobs.monitor --ds 2013-03-01 [--training-active]
+    python -m jobs.monitor --ds 2013-03-01 [--active-trainings N | --training-active]
 
 The run for D (DESIGN.md: it runs at the start of D, when the outcomes of D-1 have just landed):
 1. **Data drift** of D's features against the champion's training reference (a sample of its
@@ -18,7 +18,7 @@ The run for D (DESIGN.md: it runs at the start of D, when the outcomes of D-1 ha
    the verdicts of the days before it (their reports, same champion version), the window's
    served AUC, what the registry says about training (the champion's data end, the newest
    candidate and whether it was promoted), and whether a training is
-   active (`--training-active`, from the DAG). A `retrain` decision carries the `conf` for
+   active (`--active-trainings N`, counted by the DAG as the task starts, or `--training-active`). A `retrain` decision carries the `conf` for
    `delay_model_training`: the reason, the evidence and the windows (holdout: the last
    `training.holdout_days` labelled days; training: everything before).
 
@@ -33,6 +33,7 @@ retrain or promote a version trained since the reference was added); 1 anything 
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -338,18 +339,29 @@ def result_line(summary: dict[str, Any], lake: Lake) -> dict[str, Any]:
             "mlflow_run_id": summary["mlflow_run_id"]}
 
 
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of runs (a whole number >= 0)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.registry import MlflowUnreachable
 
     parser = step_parser("jobs.monitor", __doc__.split("\n\n")[0], "--ds 2013-03-01")
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="flight date, YYYY-MM-DD")
-    parser.add_argument("--training-active", action="store_true",
+    active = parser.add_mutually_exclusive_group()
+    active.add_argument("--training-active", action="store_true",
                         help="a delay_model_training run is queued or running (no new trigger)")
+    active.add_argument("--active-trainings", type=_count, default=0, metavar="N",
+                        help="how many delay_model_training runs are queued or running (the DAG counts them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.active_trainings:
+        log.info("delay_model_training: %d run(s) queued or running", args.active_trainings)
     lake = Lake.from_settings()
     try:
-        summary = monitor_date(lake, args.ds, training_active=args.training_active)
+        summary = monitor_date(lake, args.ds, training_active=args.training_active or args.active_trainings > 0)
     except NothingToMonitor as exc:
         print(f"{SKIP_PREFIX}{exc}", flush=True)
         record_rejection(str(exc))

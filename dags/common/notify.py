@@ -189,7 +189,7 @@ def drift_retraining_message(context: dict[str, Any], pull: Pull | None = None) 
     dag_id, task_id, run_id, facts = run_facts(context)
     pull = _puller(context, pull)
     result = _first(pull("monitor"))
-    conf = pull("retrain_decision", key="retrain_conf") or {}
+    conf = result.get("retrain_conf") or {}
     ds = result.get("ds") or context.get("ds")
     facts += [("Flight date", str(ds)), ("Champion", str(result.get("model_version", "?"))),
               ("Drift share", str(result.get("drift_share", "?"))),

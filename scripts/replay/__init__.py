@@ -1,4 +1,4 @@
-"""`make replay`: a year of flights through the real DAGs on the local stack, the replay clock delivering a stretch of days at a time.
+"""`make replay`: a year of flights through the real DAGs on the local stack, the replay clock delivering a stretch of days ahead.
 
     python -m scripts.replay [--start 2013-01-01] [--end 2013-12-31] [--first-model-days 31] [--stretch 7]
 
@@ -10,9 +10,11 @@ The replay plays upstream and nothing else; Airflow runs the pipeline as it woul
    `flights_ingest` and the asset-triggered `flights_features` runs build it; one
    `delay_model_training` run (its default windows: the last labelled week held out) makes the
    first champion, and one `flights_batch_scoring` range run scores the month with it;
-3. then a stretch of days at a time (`--stretch`, 7 by default; 1 is a day at a time):
-   `replay_publisher` with `as_of` = the stretch's last day E delivers what upstream has sent by
-   the start of E (schedules and forecasts up to E, outcomes up to E-1). The scheduler's own runs
+3. then a stretch of days at a time (`--stretch`, 7 by default; 1 is a day at a time), one stretch
+   kept in flight: `replay_publisher` with `as_of` = the stretch's last day E delivers what upstream
+   has sent by the start of E (schedules and forecasts up to E, outcomes up to E-1), and the next
+   stretch goes out as soon as the day being closed is less than a stretch behind E, so the
+   pipeline never drains while monitoring judges the days in order. The scheduler's own runs
    do the rest, as in a catch-up: `flights_ingest` for each day (its runs wait in the triggerer for
    the files), `flights_features` and `flights_batch_scoring` for each day (on the Assets, as soon
    as their inputs are there: scoring resolves the champion then), and `delay_model_monitoring`

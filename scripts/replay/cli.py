@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="days delivered before the first model is trained on them (default 31: January)")
     parser.add_argument("--home", type=Path, default=REPLAY_HOME, help="the replay's state (default .replay/)")
     parser.add_argument("--stretch", type=int, default=STRETCH_DAYS,
-                        help=f"days delivered at once (default {STRETCH_DAYS}; 1: a day at a time)")
+                        help=f"days delivered at once, one stretch kept ahead of the day being closed "
+                             f"(default {STRETCH_DAYS}; 1: a day at a time)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds any one wait may take")
     parser.add_argument("--stop", action="store_true", help="stop the replay's stack when done")
     args = parser.parse_args(argv)

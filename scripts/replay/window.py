@@ -25,6 +25,7 @@ TERMINAL = ("success", "failed")
 # only, so two days build side by side, and scoring's catch-up then scores several in one pass).
 POKE_INTERVAL_S, SENSOR_TIMEOUT_S, INGEST_RUNS_AHEAD, FEATURES_RUNS_AHEAD = 1, 900, 3, 2
 STRETCH_DAYS = 7
+SCHEDULER_IDLE_SLEEP_S = 0.2
 # The settings a window of a few weeks needs (the tests and benchmarks of the loop): a 3-day holdout
 # and 2 validation days, and a gate whose floor and slice sizes fit a model trained on under two weeks.
 SHORT_WINDOW_ENV = {"PIPELINE__TRAINING__HOLDOUT_DAYS": "3", "PIPELINE__TRAINING__VALIDATION_DAYS": "2",
@@ -46,7 +47,8 @@ class ReplayState:
     first: str
     last: str
     first_model_days: int
-    next_day: str | None = None  # the next as-of day to deliver; None: the first model is not made yet
+    next_day: str | None = None  # the next day to close; None: the first model is not made yet
+    delivered_to: str | None = None  # the last as-of day delivered (the clock keeps a stretch ahead of next_day)
     started_at: float = dataclasses.field(default_factory=time.time)
     elapsed_s: float = 0.0  # wall seconds of work so far, over every session of the replay
     days: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -81,6 +83,10 @@ def replay_env(first: dt.date, last: dt.date, first_served: dt.date | None = Non
         "PIPELINE__AIRFLOW__MAX_ACTIVE_RUNS__FLIGHTS_FEATURES": str(FEATURES_RUNS_AHEAD),
         "PIPELINE__SENSORS__POKE_INTERVAL_S": str(POKE_INTERVAL_S),
         "PIPELINE__SENSORS__TIMEOUT_S": str(SENSOR_TIMEOUT_S),
+        # The scheduler sleeps this long after a loop that found nothing to do (Airflow's default: 1 s).
+        # A catch-up is a chain of short tasks, each handed over by a loop: at 1 s monitoring's
+        # runs waited about a second between tasks and two between runs.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(SCHEDULER_IDLE_SLEEP_S),
     }
 
 

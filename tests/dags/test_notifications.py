@@ -236,14 +236,14 @@ def test_a_drift_started_training_gives_the_drift_and_the_new_run(load_dag, runt
 
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE_URL)
     dag = load_dag("delay_model_monitoring", "local", **ENABLED)
-    # (trigger_retraining's own context renders its conf from XCom: the branch task before it stands in.)
-    _, context = runtime_ti(dag, "retrain_decision", dt.datetime(2013, 7, 2, 3, tzinfo=UTC))
+    _, context = runtime_ti(dag, "trigger_retraining", dt.datetime(2013, 7, 2, 3, tzinfo=UTC))
     monitor = {"ds": "2013-07-02", "model_version": "3", "dataset_drift": True, "drift_share": 0.44,
                "drifted_columns": ["temp", "dewp"], "served_auc": 0.66, "decision": "retrain: drift 3 days",
                "report_key": "reports/drift/2013-07-02/data_drift.html"}
     conf = {"reason": "delay_model_monitoring 2013-07-02: drift on 3 consecutive days", "train_start": "2013-01-01",
             "train_end": "2013-06-24", "holdout_start": "2013-06-25", "holdout_end": "2013-07-01"}
-    evidence = {("monitor", "return_value"): [monitor], ("retrain_decision", "retrain_conf"): conf}
+    monitor["retrain_conf"] = conf
+    evidence = {("monitor", "return_value"): [monitor]}
     message = drift_retraining_message(context, pull=lambda task_id, key="return_value": evidence[(task_id, key)])
     assert message.subject == "drift started a training: flight date 2013-07-02 (drift share 0.44)"
     facts = _facts(message)

@@ -79,13 +79,10 @@ def test_monitoring_wiring_and_trigger(monitoring):
     assert isinstance(monitoring.timetable, CronTriggerTimetable)
     assert monitoring.max_active_runs == 1 and monitoring.catchup, "every day of a catch-up, in order"
     assert {t.task_id: set(t.upstream_task_ids) for t in monitoring.tasks} == {
-        "training_state": set(),
-        "wait_for_predictions": {"training_state"},
-        "monitor": {"wait_for_predictions", "training_state"},
-        "retrain_decision": {"monitor"},
-        "trigger_retraining": {"retrain_decision"},
+        "wait_for_predictions": set(),
+        "monitor": {"wait_for_predictions"},
+        "trigger_retraining": {"monitor"},
         "wait_for_retraining": {"trigger_retraining"},
-        "no_retraining": {"retrain_decision"},
     }
     wait = monitoring.get_task("wait_for_predictions")
     assert isinstance(wait, LakeObjectSensor) and wait.soft_fail and wait.partition
@@ -104,29 +101,32 @@ def test_monitoring_wiring_and_trigger(monitoring):
     assert waiting.timeout == 21600
 
 
-def test_retrain_decision_branches_and_hands_over_the_conf(monitoring):
-    decide = monitoring.get_task("retrain_decision").python_callable
+def test_the_trigger_hands_over_the_monitors_conf_or_skips_with_the_decision(monitoring, monkeypatch):
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    trigger = monitoring.get_task("trigger_retraining")
+    triggered = []
+    monkeypatch.setattr(TriggerDagRunOperator, "execute", lambda self, context: triggered.append(self.conf))
 
     class TI:
         def __init__(self, result):
-            self.result, self.pushed = result, {}
+            self.result = result
 
         def xcom_pull(self, task_ids):
+            assert task_ids == "monitor"
             return [self.result]
 
-        def xcom_push(self, key, value):
-            self.pushed[key] = value
-
     conf = {"reason": "delay_model_monitoring 2013-07-15: retrain: ...", "holdout_end": "2013-07-14"}
-    yes = TI({"retrain": True, "decision": "retrain: dataset drift", "retrain_conf": conf})
-    assert decide(ti=yes) == "trigger_retraining" and yes.pushed["retrain_conf"] == conf
-    no = TI({"retrain": False, "decision": "no retraining: drift streak 1/3", "retrain_conf": None})
-    assert decide(ti=no) == "no_retraining" and not no.pushed
+    trigger.execute({"ti": TI({"retrain": True, "decision": "retrain: dataset drift", "retrain_conf": conf})})
+    assert triggered == [conf]
+    with pytest.raises(AirflowSkipException, match="no retraining: drift streak 1/3"):
+        trigger.execute({"ti": TI({"retrain": False, "decision": "no retraining: drift streak 1/3", "retrain_conf": None})})
+    assert triggered == [conf], "no decision to retrain, no training run"
 
 
-def test_training_state_adds_the_flag_when_a_training_is_active(monitoring):
-    state = monitoring.get_task("training_state").python_callable
-
+def test_the_monitor_counts_active_trainings_as_it_renders(monitoring):
+    """No task of its own: the monitor's arguments count the trainings queued or running when it starts."""
     class TI:
         def __init__(self, count):
             self.count, self.asked = count, None
@@ -135,10 +135,12 @@ def test_training_state_adds_the_flag_when_a_training_is_active(monitoring):
             self.asked = (dag_id, tuple(states))
             return self.count
 
-    idle, busy = TI(0), TI(1)
-    assert state(ds="2013-07-15", ti=idle) == ["--ds", "2013-07-15"]
-    assert idle.asked == ("delay_model_training", ("queued", "running"))
-    assert state(ds="2013-07-15", ti=busy) == ["--ds", "2013-07-15", "--training-active"]
+    monitor = monitoring.get_task("monitor")
+    for count in (0, 2):
+        ti = TI(count)
+        rendered = monitor.render_template(list(monitor.arguments), {"ds": "2013-07-15", "ti": ti})
+        assert rendered == ["--ds", "2013-07-15", "--active-trainings", str(count)]
+        assert ti.asked == ("delay_model_training", ("queued", "running"))
 
 
 def test_production_runs_scoring_as_a_spark_application_and_monitoring_in_a_pod(load_dag):

@@ -136,3 +136,24 @@ def test_a_champion_without_reference_is_rejected_naming_the_version(watched):
     client.set_registered_model_alias("flight_delay", "champion", version)
     with pytest.raises(ReferenceMissing, match=f"flight_delay version {version} .* has no drift reference"):
         monitor_date(watched["lake"], dt.date(2013, 1, 7), settings=watched["settings"])
+
+
+def test_the_cli_takes_the_dags_count_of_active_trainings(monkeypatch, capsys, tmp_path):
+    """The DAG renders `--active-trainings N` as the task starts; any N > 0 holds a new trigger back."""
+    import jobs.monitor as monitor
+
+    seen = []
+
+    def fake_monitor_date(lake, ds, training_active=False):
+        seen.append(training_active)
+        raise monitor.NothingToMonitor("no features")
+
+    monkeypatch.setenv("LAKE_ROOT", str(tmp_path))
+    monkeypatch.setattr(monitor, "monitor_date", fake_monitor_date)
+    for argv in (["--active-trainings", "0"], ["--active-trainings", "2"], ["--training-active"], []):
+        assert main(["--ds", "2013-01-07", *argv]) == 4
+    assert seen == [False, True, True, False]
+    for bad in (["--active-trainings", "x"], ["--active-trainings", "-1"], ["--active-trainings", "1", "--training-active"]):
+        with pytest.raises(SystemExit):
+            main(["--ds", "2013-01-07", *bad])
+    assert "is not a count of runs" in capsys.readouterr().err

@@ -66,3 +66,47 @@ def test_the_evidence_compares_the_months_after_the_first_models_next():
     assert report_months(ReplayState("2013-01-01", "2013-12-31", 31)) == (3, 12)
     assert report_months(ReplayState("2013-03-15", "2013-06-30", 18)) == (5, 6)
     assert report_months(ReplayState("2013-01-01", "2013-02-20", 31)) is None
+
+
+class _Clock:
+    """The clock's loop with the stack taken out: deliveries and closed days are recorded."""
+
+    def __new__(cls, state, state_file, interrupt_at=None):
+        from scripts.replay import Replay
+
+        class Recorded(Replay):
+            def deliver(self, **conf):
+                events.append(("deliver", conf["as_of"], conf["days"]))
+
+            def close_day(self, day, started):
+                if day == interrupt_at:
+                    raise KeyboardInterrupt
+                events.append(("close", day.isoformat()))
+                return {"wall_s": 1.0, "decision": None}
+
+        events: list[tuple] = []
+        replay = Recorded(client=None, state=state, state_file=state_file, timeout=1)
+        replay.events = events
+        return replay
+
+
+def test_the_clock_keeps_a_stretch_in_flight_and_resumes_without_redelivering(tmp_path, capsys):
+    state_file = tmp_path / "state.json"
+    state = ReplayState("2013-02-01", "2013-02-20", 14, next_day="2013-02-15")
+    clock = _Clock(state, state_file, interrupt_at=D(2013, 2, 18))
+    with pytest.raises(KeyboardInterrupt):
+        clock.loop(stretch=3)
+    # Feb 15-17 first; as soon as the day closed is less than a stretch behind the frontier, the next stretch.
+    assert clock.events == [("deliver", "2013-02-17", 3), ("close", "2013-02-15"),
+                            ("deliver", "2013-02-20", 3), ("close", "2013-02-16"), ("close", "2013-02-17")]
+    saved = ReplayState.load(state_file)
+    assert (saved.next_day, saved.delivered_to) == ("2013-02-18", "2013-02-20")
+    resumed = _Clock(saved, state_file)
+    resumed.loop(stretch=3)  # nothing delivered twice; the window ends with the outcomes of Feb 20, on Feb 21
+    assert resumed.events == [("close", "2013-02-18"), ("deliver", "2013-02-21", 1),
+                              ("close", "2013-02-19"), ("close", "2013-02-20"), ("close", "2013-02-21")]
+    day_at_a_time = _Clock(ReplayState("2013-02-01", "2013-02-20", 14, next_day="2013-02-19"), tmp_path / "one.json")
+    day_at_a_time.loop(stretch=1)
+    assert day_at_a_time.events == [("deliver", "2013-02-19", 1), ("close", "2013-02-19"),
+                                    ("deliver", "2013-02-20", 1), ("close", "2013-02-20"),
+                                    ("deliver", "2013-02-21", 1), ("close", "2013-02-21")]
