@@ -11,8 +11,8 @@ The run for logical date **D** starts at the beginning of D and, per feed:
 | `weather` | D | the forecast for D (hourly observations stand in for it) |
 | `flights` | D-1 | outcomes arrive once the day has flown |
 
-Each feed waits for its landing file (`landing/{feed}/{F}.csv`, reschedule mode),
-then `python -m jobs.ingest --ds F --feed {feed}` validates it with the suite in
+Each feed waits for its landing file (`landing/{feed}/{F}.csv`; the wait is the triggerer's from
+the start, no worker), then `python -m jobs.ingest --ds F --feed {feed}` validates it with the suite in
 `config/expectations/{feed}.json`:
 
 * **pass**: the raw partition `raw/{feed}/date={F}` is written atomically and the
@@ -82,7 +82,8 @@ with DAG(
                 key=landing_key(feed, flight_date),
                 flight_date=flight_date,
                 soft_fail=True,
-                doc_md=f"Waits for `{landing_key(feed, 'F')}`; skips (soft fail) if it never lands.",
+                start_from_trigger=True,
+                doc_md=f"Waits for `{landing_key(feed, 'F')}` in the triggerer; skips (soft fail) if it never lands.",
             )
             ingest = pipeline_step(
                 "validate_and_publish",
@@ -99,6 +100,7 @@ with DAG(
                     key=raw_key("schedule", flight_date),
                     flight_date=flight_date,
                     partition=True,
+                    start_from_trigger=True,
                     doc_md="Outcomes are checked against the schedule of their date, ingested by the previous run.",
                 )
                 [landed, schedule_ready] >> ingest

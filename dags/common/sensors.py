@@ -5,6 +5,14 @@ more), then hands the wait to the triggerer (plugins/lake_triggers.py), so a day
 for a late feed holds no worker slot and starts no process per poke; the task resumes on a
 worker when the object appears, or fails (skips, with `soft_fail`) at its timeout. The key
 is templated, so a DAG maps its logical date onto the flight date it waits for.
+
+With `start_from_trigger=True` the sensor never takes a worker: the scheduler hands it straight
+to the triggerer, which renders its key and flight date (Airflow 3.3) and ends the task itself
+(found: success; at the timeout: skipped with `soft_fail`, else failed; a flight date outside
+the source: skipped). A daily DAG with four sensors a day saves four worker processes a day (a
+year's catch-up, 1,460). Its key must render from the run's own context (dates, partition key,
+params), not from another task's XCom; a sensor with callbacks keeps the worker path, whose
+callbacks run there. `airflow dags test` runs it the worker way.
 """
 from __future__ import annotations
 
@@ -15,8 +23,11 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+from airflow.triggers.base import StartTriggerArgs
 
 from common.config import settings
+
+LAKE_TRIGGER = "lake_triggers.LakeObjectTrigger"  # plugins/ is on every component's sys.path
 
 
 class LakeObjectSensor(BaseSensorOperator):
@@ -28,7 +39,8 @@ class LakeObjectSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("key", "flight_date")
     ui_color = "#fdf6e3"
 
-    def __init__(self, *, key: str, flight_date: str, partition: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, key: str, flight_date: str, partition: bool = False, start_from_trigger: bool = False,
+                 **kwargs: Any) -> None:
         config = settings().sensors
         kwargs.setdefault("poke_interval", config.poke_interval_s)
         kwargs.setdefault("timeout", config.timeout_s)
@@ -36,6 +48,19 @@ class LakeObjectSensor(BaseSensorOperator):
         self.key = key
         self.flight_date = flight_date
         self.partition = partition
+        self.start_from_trigger = start_from_trigger
+        if start_from_trigger:
+            current = settings()
+            data = current.data
+            # `key` and `flight_date` are rendered in the triggerer (both template fields, both trigger kwargs).
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=LAKE_TRIGGER, next_method="execute_complete", next_kwargs=None, timeout=None,
+                trigger_kwargs={"lake_root": current.lake_root, "key": key, "flight_date": flight_date,
+                                "partition": partition, "poke_interval": float(self.poke_interval),
+                                "timeout_s": float(self.timeout), "s3_endpoint_url": current.lake.s3_endpoint_url,
+                                "end_from_trigger": True, "soft_fail": bool(self.soft_fail),
+                                "source_dates": [data.first_flight_date.isoformat(), data.last_flight_date.isoformat()]},
+            )
 
     def execute(self, context: Any) -> None:
         """One poke here; if the object is not there yet, the triggerer waits for it."""

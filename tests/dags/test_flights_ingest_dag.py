@@ -53,7 +53,7 @@ def test_task_ids_and_dependencies(dag):
 
 
 def test_sensors_wait_in_the_triggerer(dag):
-    """LakeObjectSensor defers after one poke (tests/dags/test_lake_sensor.py): no worker slot held."""
+    """The ingest sensors start in the triggerer and end there (tests/dags/test_lake_sensor.py): no worker."""
     from common.sensors import LakeObjectSensor
 
     for feed in FEEDS:
@@ -63,6 +63,9 @@ def test_sensors_wait_in_the_triggerer(dag):
         assert not landed.partition
     raw_schedule = dag.get_task("flights.wait_for_raw_schedule")
     assert isinstance(raw_schedule, LakeObjectSensor) and raw_schedule.partition, "waits for a committed partition"
+    for sensor in (raw_schedule, *(dag.get_task(f"{feed}.wait_for_landing") for feed in FEEDS)):
+        assert sensor.start_from_trigger and sensor.start_trigger_args.trigger_kwargs["end_from_trigger"]
+        assert sensor.start_trigger_args.trigger_kwargs["key"] == sensor.key, "rendered in the triggerer"
 
 
 def test_local_runner_runs_the_ingest_cli_in_a_subprocess(dag):

@@ -24,8 +24,8 @@ def lake(tmp_path, monkeypatch):
 def _sensor(**kwargs):
     from common.sensors import LakeObjectSensor
 
-    return LakeObjectSensor(task_id="wait", key="landing/schedule/2013-01-05.csv", flight_date="2013-01-05",
-                            poke_interval=0.05, timeout=5, **kwargs)
+    kwargs = {"key": "landing/schedule/2013-01-05.csv", "timeout": 5, **kwargs}
+    return LakeObjectSensor(task_id="wait", flight_date="2013-01-05", poke_interval=0.05, **kwargs)
 
 
 def test_an_object_already_there_costs_one_poke(lake):
@@ -80,3 +80,48 @@ def test_a_date_outside_the_source_skips_before_waiting(lake):
     sensor = LakeObjectSensor(task_id="wait", key="landing/schedule/2014-01-01.csv", flight_date="2014-01-01")
     with pytest.raises(AirflowSkipException, match="outside the source"):
         sensor.execute({})
+
+
+def _started_in_the_triggerer(lake, **kwargs):
+    """The trigger a sensor with start_from_trigger hands the scheduler, built as the triggerer builds it."""
+    from lake_triggers import LakeObjectTrigger
+
+    sensor = _sensor(start_from_trigger=True, **kwargs)
+    args = sensor.start_trigger_args
+    assert sensor.start_from_trigger and args.trigger_cls == "lake_triggers.LakeObjectTrigger"
+    assert args.next_method == "execute_complete" and args.trigger_kwargs["lake_root"] == lake.root
+    return LakeObjectTrigger(**args.trigger_kwargs)
+
+
+def _first_event(trigger):
+    async def first():
+        return await trigger.run().__anext__()
+
+    return asyncio.run(first())
+
+
+def test_a_sensor_started_in_the_triggerer_ends_there(lake):
+    from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
+
+    lake.write_bytes("landing/schedule/2013-01-05.csv", b"x\n1\n")
+    assert isinstance(_first_event(_started_in_the_triggerer(lake)), TaskSuccessEvent)
+    missing = dict(key="landing/weather/2013-01-05.csv", timeout=0.2)
+    assert isinstance(_first_event(_started_in_the_triggerer(lake, **missing)), TaskFailedEvent)
+    assert isinstance(_first_event(_started_in_the_triggerer(lake, soft_fail=True, **missing)), TaskSkippedEvent)
+
+
+def test_the_triggerer_renders_the_key_and_skips_a_date_outside_the_source(lake):
+    from airflow.triggers.base import TaskSkippedEvent
+
+    sensor = _sensor(start_from_trigger=True)
+    templated = dict(sensor.start_trigger_args.trigger_kwargs, key="landing/schedule/{{ ds }}.csv",
+                     flight_date="{{ ds }}")
+    from lake_triggers import LakeObjectTrigger
+
+    trigger = LakeObjectTrigger(**templated)
+    # What the triggerer does with the operator's template fields that are also trigger kwargs (Airflow 3.3).
+    trigger.template_fields = tuple(f for f in sensor.template_fields if f in templated)
+    assert set(trigger.template_fields) == {"key", "flight_date"}
+    trigger.render_template_fields({"ds": "2014-01-02"})
+    assert (trigger.key, trigger.flight_date) == ("landing/schedule/2014-01-02.csv", "2014-01-02")
+    assert isinstance(_first_event(trigger), TaskSkippedEvent)
