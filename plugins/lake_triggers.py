@@ -27,7 +27,9 @@ CLASSPATH = "lake_triggers.LakeObjectTrigger"
 
 
 class LakeObjectTrigger(BaseTrigger):
-    """Fires once `key` exists under `lake_root` (a committed partition with `partition=True`), or at `deadline`."""
+    """Fires once `key` exists under `lake_root` (a committed partition with `partition=True`), or at the deadline:
+    `timeout_s` after the trigger starts (what the sensors pass: a triggerer restart after the stack was down
+    resumes the wait rather than timing out at once), or an absolute `deadline` (epoch seconds)."""
 
     def __init__(self, *, lake_root: str, key: str, partition: bool = False, poke_interval: float = 5.0,
                  deadline: float | None = None, s3_endpoint_url: str | None = None, timeout_s: float | None = None,

@@ -17,7 +17,6 @@ callbacks run there. `airflow dags test` runs it the worker way.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,10 +68,12 @@ class LakeObjectSensor(BaseSensorOperator):
         from lake_triggers import LakeObjectTrigger
 
         current = settings()
-        deadline = time.time() + float(self.timeout)
+        # The timeout counts from the trigger's start in the triggerer, not from a wall-clock deadline: a
+        # stack that was down (an interrupted replay, a maintenance window) resumes the wait instead of
+        # waking up past its deadline and skipping a day whose files were about to land.
         self.defer(
             trigger=LakeObjectTrigger(lake_root=current.lake_root, key=self.key, partition=self.partition,
-                                      poke_interval=float(self.poke_interval), deadline=deadline,
+                                      poke_interval=float(self.poke_interval), timeout_s=float(self.timeout),
                                       s3_endpoint_url=current.lake.s3_endpoint_url),
             method_name="execute_complete",
         )

@@ -125,3 +125,16 @@ def test_the_triggerer_renders_the_key_and_skips_a_date_outside_the_source(lake)
     trigger.render_template_fields({"ds": "2014-01-02"})
     assert (trigger.key, trigger.flight_date) == ("landing/schedule/2014-01-02.csv", "2014-01-02")
     assert isinstance(_first_event(trigger), TaskSkippedEvent)
+
+
+def test_a_stack_that_was_down_resumes_the_wait_instead_of_timing_out(lake):
+    """The deferred trigger is rebuilt from its kwargs when the triggerer starts again: its timeout counts from there."""
+    from lake_triggers import LakeObjectTrigger
+
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor(timeout=0.5).execute({})
+    classpath, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["timeout_s"] == 0.5 and kwargs["deadline"] is None
+    time.sleep(0.7)  # the stack is down longer than the timeout
+    threading.Timer(0.2, lambda: lake.write_bytes("landing/schedule/2013-01-05.csv", b"x\n1\n")).start()
+    assert _first_event(LakeObjectTrigger(**kwargs)).payload["status"] == "found"
