@@ -35,7 +35,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
-from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.config import CRITICAL_PATH, default_args, end_date, schedule_cron, settings, start_date
 from common.notify import task_callback
 from common.retraining import RetrainingTrigger
 from common.sensors import DagRunFinishedSensor, LakeObjectSensor
@@ -61,7 +61,7 @@ with DAG(
     # decision reads the verdicts of the days before it. A run waits for its day's predictions.
     catchup=True,
     max_active_runs=1,
-    default_args=default_args(),
+    default_args={**default_args(), **CRITICAL_PATH},
     tags=["monitoring", "evidently", "mlflow"],
 ) as dag:
 

@@ -43,7 +43,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from common.config import default_args, end_date, schedule_cron, settings, start_date
+from common.config import CRITICAL_PATH, default_args, end_date, schedule_cron, settings, start_date
 from common.approval import APPROVAL_TIMEOUT_HOURS, RunApprovalOperator, record_approval
 from common.notify import task_callback
 from common.params import optional_date
@@ -69,7 +69,7 @@ with DAG(
     start_date=start_date(),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    default_args={**default_args(), **CRITICAL_PATH},
     tags=["training", "mlflow", "gpu"],
     params={
         "train_start": optional_date("Training start", "First flight date of the training window "

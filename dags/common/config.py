@@ -40,6 +40,12 @@ def default_args() -> dict:
     }
 
 
+# The retraining loop's critical path: in a catch-up (a backfill, a replay, a scheduler back after an
+# outage) monitoring judges one day at a time, and waits for a training it started, while ingestion,
+# features and scoring run days ahead. When worker slots are short, these tasks go first.
+CRITICAL_PATH = {"priority_weight": 10, "weight_rule": "absolute"}
+
+
 def schedule_cron(dag_id: str) -> str:
     try:
         return settings().airflow.schedules[dag_id]

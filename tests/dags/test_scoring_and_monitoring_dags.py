@@ -179,3 +179,12 @@ def test_monitoring_may_start_later_than_the_other_dags(load_dag_module):
     scoring = load_dag_module("flights_batch_scoring", "local", **later).dag
     assert monitoring.start_date == dt.datetime(2013, 2, 1, tzinfo=dt.timezone.utc)
     assert scoring.start_date == dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def test_the_loops_critical_path_goes_first_when_worker_slots_are_short(monitoring, load_dag):
+    """In a catch-up monitoring judges one day at a time (and waits for its training) while the other DAGs run ahead."""
+    training = load_dag("delay_model_training", "local")
+    for task in [*monitoring.tasks, *training.tasks]:
+        assert (task.priority_weight, str(task.weight_rule)) == (10, "absolute"), task.task_id
+    scoring = load_dag("flights_batch_scoring", "local")
+    assert all(task.priority_weight < 10 for task in scoring.tasks)
