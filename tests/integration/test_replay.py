@@ -51,6 +51,18 @@ POLICY = {
 }
 
 
+def python_daemons(port: int) -> list[int]:
+    """The Python worker daemons (and workers) of the Spark Connect server listening on `port`."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "SparkConnectServer" in cmdline and f"spark.connect.grpc.binding.port={port}" in cmdline:
+            return [child.pid for child in process.children(recursive=True)
+                    if "pyspark.worker" in " ".join(child.cmdline())]
+    raise AssertionError(f"no Spark Connect server on port {port}")
+
+
 def deliver_a_summer_forecast(lake: Lake, day: dt.date) -> None:
     """Upstream's forecast of a January day with July's weather; the replay's delivery keeps it."""
     weather = feed_frame("weather", day)
@@ -169,6 +181,11 @@ def test_a_short_replay_retrains_once_on_drift_and_resumes_after_an_interruption
             assert manifest["metadata"]["model_version"] == expected, (day, manifest["metadata"], promoted)
         rescoring = [r for r in client.list_runs("flights_batch_scoring", limit=50) if r["conf"].get("ahead_of")]
         assert [r["state"] for r in rescoring] == (["success"] if promoted else []), rescoring
+
+        # The Spark Connect server keeps a Python worker daemon per client session that ran a UDF, and nothing in
+        # Spark stops it with the session: the scoring steps stop theirs as they release it (jobs.spark), so the
+        # many scoring runs of the replay leave none behind (a year's replay ran the machine out of memory).
+        assert python_daemons(stack.config.spark_connect_port) == [], "a released session's Python daemon lives on"
 
         # Whole partitions only: every partition directory is committed by its manifest, no temp files.
         root = tmp_path / "lake"

@@ -31,3 +31,24 @@ def test_a_listening_server_passes_the_probe():
         server.bind(("127.0.0.1", 0))
         server.listen()
         require_listening(f"sc://127.0.0.1:{server.getsockname()[1]}/;user_id=x")
+
+
+def test_the_python_daemon_of_a_released_session_is_stopped_only_if_it_is_that_sessions():
+    """jobs.spark.release_session(python_workers=True) stops the daemon its session's workers name (pid + UUID)."""
+    import os
+    import subprocess
+    import sys
+
+    from jobs.spark import stop_python_daemon
+
+    env = {**os.environ, "SPARK_JOB_ARTIFACT_UUID": "93bf92ad-2757-47fd-89af-d07513b6c594"}
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        time.sleep(0.2)
+        assert not stop_python_daemon("another-session", daemon.pid), "a pid reused by another process is left alone"
+        assert daemon.poll() is None
+        assert stop_python_daemon("93bf92ad-2757-47fd-89af-d07513b6c594", daemon.pid)
+        assert daemon.wait(timeout=10) != 0
+        assert not stop_python_daemon("93bf92ad-2757-47fd-89af-d07513b6c594", 2**22 + 1), "no such process here"
+    finally:
+        daemon.kill()
