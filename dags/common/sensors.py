@@ -49,17 +49,24 @@ class LakeObjectSensor(BaseSensorOperator):
         self.partition = partition
         self.start_from_trigger = start_from_trigger
         if start_from_trigger:
-            current = settings()
-            data = current.data
             # `key` and `flight_date` are rendered in the triggerer (both template fields, both trigger kwargs).
-            self.start_trigger_args = StartTriggerArgs(
-                trigger_cls=LAKE_TRIGGER, next_method="execute_complete", next_kwargs=None, timeout=None,
-                trigger_kwargs={"lake_root": current.lake_root, "key": key, "flight_date": flight_date,
-                                "partition": partition, "poke_interval": float(self.poke_interval),
-                                "timeout_s": float(self.timeout), "s3_endpoint_url": current.lake.s3_endpoint_url,
-                                "end_from_trigger": True, "soft_fail": bool(self.soft_fail),
-                                "source_dates": [data.first_flight_date.isoformat(), data.last_flight_date.isoformat()]},
-            )
+            self.start_trigger_args = StartTriggerArgs(trigger_cls=LAKE_TRIGGER, next_method="execute_complete",
+                                                       next_kwargs=None, timeout=None,
+                                                       trigger_kwargs=self._trigger_kwargs(ends_the_task=True))
+
+    def _trigger_kwargs(self, ends_the_task: bool) -> dict[str, Any]:
+        """LakeObjectTrigger's arguments. Its timeout counts from its start in the triggerer, not from a wall-clock
+        deadline: a stack that was down (an interrupted replay, a maintenance window) resumes the wait instead of
+        waking up past its deadline and skipping a day whose files were about to land."""
+        current = settings()
+        kwargs = {"lake_root": current.lake_root, "key": self.key, "partition": self.partition,
+                  "poke_interval": float(self.poke_interval), "timeout_s": float(self.timeout),
+                  "s3_endpoint_url": current.lake.s3_endpoint_url}
+        if ends_the_task:
+            data = current.data
+            kwargs.update(end_from_trigger=True, soft_fail=bool(self.soft_fail), flight_date=self.flight_date,
+                          source_dates=[data.first_flight_date.isoformat(), data.last_flight_date.isoformat()])
+        return kwargs
 
     def execute(self, context: Any) -> None:
         """One poke here; if the object is not there yet, the triggerer waits for it."""
@@ -67,16 +74,7 @@ class LakeObjectSensor(BaseSensorOperator):
             return
         from lake_triggers import LakeObjectTrigger
 
-        current = settings()
-        # The timeout counts from the trigger's start in the triggerer, not from a wall-clock deadline: a
-        # stack that was down (an interrupted replay, a maintenance window) resumes the wait instead of
-        # waking up past its deadline and skipping a day whose files were about to land.
-        self.defer(
-            trigger=LakeObjectTrigger(lake_root=current.lake_root, key=self.key, partition=self.partition,
-                                      poke_interval=float(self.poke_interval), timeout_s=float(self.timeout),
-                                      s3_endpoint_url=current.lake.s3_endpoint_url),
-            method_name="execute_complete",
-        )
+        self.defer(trigger=LakeObjectTrigger(**self._trigger_kwargs(ends_the_task=False)), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
         event = event or {}
