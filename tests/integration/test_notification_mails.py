@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from jobs.upstream.publish import publish
+from tests.integration.stack import free_ports
 from tests.integration.airflow_test import AIRFLOW, AirflowRunner
 from tests.smtp_inbox import start_inbox
 
@@ -53,6 +54,8 @@ def airflow(tmp_path_factory, inbox) -> AirflowRunner:
         PIPELINE__NOTIFICATIONS__PREDICTIONS_DEADLINE="00:00",
         # Monitoring gives up on a day's predictions after 5 s (the ingest tests publish before they run).
         PIPELINE__SENSORS__TIMEOUT_S="5",
+        # No MLflow server here, whatever else runs on this machine (a demo's or a replay's on the default port).
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_ports(1)[0]}",
     )
 
 
