@@ -39,6 +39,10 @@ log = logging.getLogger("jobs.spark")
 # Defaults the settings may override: Python workers forked from a daemon that has the scoring
 # libraries imported already (jobs/spark_worker.py), instead of importing them per task.
 WORKER_CONF = {"spark.python.daemon.module": "jobs.spark_worker"}
+# How many spark_session() calls of this process hold each Connect session: getOrCreate hands a step
+# that runs inside another (a training set built for a report's backtest) the caller's session, which
+# only the last release may stop.
+_HOLDERS: dict[int, int] = {}
 FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -69,7 +73,9 @@ def spark_session(app_name: str, settings: "SparkSettings | None" = None) -> "Sp
 
         settings = get_settings().spark
     if settings.remote:
-        return _connect_session(app_name, settings.remote)
+        spark = _connect_session(app_name, settings.remote)
+        _HOLDERS[id(spark)] = _HOLDERS.get(id(spark), 0) + 1
+        return spark
     local = settings.master is not None and settings.master.startswith("local")
     # Workers must run the interpreter that has pyspark and the jobs package (the venv's).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -107,6 +113,10 @@ def release_session(spark: "SparkSession", python_workers: bool = False) -> None
     host (the local stack), the daemon of this session is stopped too, after the session.
     """
     if not type(spark).__module__.startswith("pyspark.sql.connect"):
+        return
+    holders = _HOLDERS.pop(id(spark), 1)
+    if holders > 1:  # getOrCreate gave this step the session of a caller in this process (a report's backtests)
+        _HOLDERS[id(spark)] = holders - 1
         return
     daemon = _session_python_daemon(spark) if python_workers else None
     spark.stop()
