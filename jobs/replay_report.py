@@ -145,7 +145,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
     from jobs.registry import client, training_log
     from jobs.score import PROBABILITY
     from jobs.settings import get_settings
-    from jobs.spark import release_session, spark_session
+    from jobs.spark import step_session
     from jobs.feeds import LABEL
 
     settings = settings or get_settings()
@@ -162,18 +162,13 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
     if not served_days:
         raise NoEvidence(f"no served predictions between {start} and {end}: run the replay first (make replay)")
 
-    own_session = spark is None
-    spark = spark or spark_session("replay_report", settings.spark)
     summaries = {}
-    try:
+    with step_session("replay_report", settings.spark, spark, python_workers=True) as spark:
         for name, request in backtest_requests(f"replay{year}", periods, promoted[0]["version"], settings,
                                                family).items():
             log.info("backtest %s: %s", name, request["reason"])
             summaries[name] = run_backtest(lake, request, settings, spark=spark, mlflow_client=mlflow_client)
         labels = read_labels(spark, lake, sorted(served_days), key)
-    finally:
-        if own_session:  # a Connect session and its Python workers (jobs.spark.release_session)
-            release_session(spark, python_workers=True)
     frozen = _backtest_predictions(lake, summaries["frozen"])[[*key, PROBABILITY]].rename(
         columns={PROBABILITY: "frozen"})
     calendar = pd.concat([_backtest_predictions(lake, s) for n, s in summaries.items() if n.startswith("calendar")],

@@ -254,7 +254,7 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
     import pyarrow.compute as pc
 
     from jobs.features import features_key, load_feature_schema
-    from jobs.spark import release_session, spark_session
+    from jobs.spark import step_session
 
     tables, manifests, missing = [], {}, []
     for ds in dates:
@@ -271,11 +271,9 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
         raise NothingToScore(f"no features partition to score: {', '.join(missing)}")
 
     started = time.perf_counter()
-    own_session = spark is None
-    spark = spark or spark_session("score", settings.spark)
-    log.info("Spark session ready in %.1fs", time.perf_counter() - started)
-    started = time.perf_counter()
-    try:
+    with step_session("score", settings.spark, spark, python_workers=True) as spark:
+        log.info("Spark session ready in %.1fs", time.perf_counter() - started)
+        started = time.perf_counter()
         udf = serving_udf(spark, model)
         inputs = model_inputs(model.uri)
         key = list(load_feature_schema(settings.features.schema_path).key)
@@ -286,9 +284,6 @@ def score_with_model(lake: Lake, model: ServingModel, dates: Sequence[str], *, s
         features = scoring_frame(spark, table, settings.scoring.rows_per_task)
         # Each day's partition is written in flight-key order, whatever the features' order.
         predictions = score_frame(features, udf, inputs, key, model, scored_at).toArrow()
-    finally:
-        if own_session:  # a Connect session (and its Python workers) is released; an in-process one stays
-            release_session(spark, python_workers=True)
     predictions = predictions.sort_by([(column, "ascending") for column in key])
 
     results = []

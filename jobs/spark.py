@@ -24,12 +24,15 @@ pyspark is imported inside the function: DAG files may import jobs modules at pa
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pyspark.sql import SparkSession
 
     from jobs.settings import SparkSettings
@@ -94,6 +97,20 @@ def spark_session(app_name: str, settings: "SparkSettings | None" = None) -> "Sp
     log.info("Spark %s session %s (master %s)", spark.version, spark.sparkContext.applicationId,
              spark.sparkContext.master)
     return spark
+
+
+@contextlib.contextmanager
+def step_session(app_name: str, settings: "SparkSettings | None" = None, spark: "SparkSession | None" = None,
+                 python_workers: bool = False) -> "Iterator[SparkSession]":
+    """The caller's session (`spark`), or this step's own, released when the block ends (`release_session`)."""
+    if spark is not None:
+        yield spark
+        return
+    own = spark_session(app_name, settings)
+    try:
+        yield own
+    finally:
+        release_session(own, python_workers=python_workers)
 
 
 def release_session(spark: "SparkSession", python_workers: bool = False) -> None:

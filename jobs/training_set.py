@@ -249,7 +249,7 @@ def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | No
                        spark: "SparkSession | None" = None) -> TrainingSet:
     """Build (or reuse) the training set of `windows`. Raises TrainingSetError when a split is unusable."""
     from jobs.settings import get_settings
-    from jobs.spark import release_session, spark_session
+    from jobs.spark import step_session
 
     settings = settings or get_settings()
     schema = load_feature_schema(settings.features.schema_path)
@@ -264,15 +264,10 @@ def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | No
         log.info("training set %s already built from the same inputs: reused", set_id)
         return _from_manifests(lake, set_id)
 
-    own_session = spark is None
-    spark = spark or spark_session("training-set", settings.spark)
     frames, cancelled = {}, {}
-    try:
+    with step_session("training-set", settings.spark, spark) as spark:
         for split in SPLITS:
             frames[split], cancelled[split] = build_split(spark, lake, plan[split])
-    finally:
-        if own_session:  # a Connect session's cached plans leave the server (jobs.spark.release_session)
-            release_session(spark)
     for split in SPLITS:
         first, last = windows.dates(split)[0], windows.dates(split)[-1]
         labels = frames[split][LABEL]

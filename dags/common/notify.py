@@ -133,7 +133,7 @@ def _xcom(context: dict[str, Any], task_id: str, key: str = "return_value") -> A
     return value
 
 
-def _first(value: Any) -> dict[str, Any]:
+def first_result(value: Any) -> dict[str, Any]:
     """A step's XCom is its list of STEP_RESULT dicts; most steps emit one."""
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return value[0]
@@ -168,7 +168,7 @@ def _puller(context: dict[str, Any], pull: Pull | None) -> Pull:
 def gate_rejected_message(context: dict[str, Any], pull: Pull | None = None) -> Message:
     """The gate refused the candidate (delay_model_training's `not_promoted`): its reasons."""
     dag_id, task_id, run_id, facts = run_facts(context)
-    gate = _first(_puller(context, pull)("evaluate_and_gate"))
+    gate = first_result(_puller(context, pull)("evaluate_and_gate"))
     name = settings().mlflow.model_name
     facts += [("Model", f"{name} version {gate.get('model_version', '?')}"),
               ("Holdout ROC AUC", str(gate.get("roc_auc", "?"))),
@@ -188,7 +188,7 @@ def drift_retraining_message(context: dict[str, Any], pull: Pull | None = None) 
     """Monitoring triggered a training (delay_model_monitoring's `trigger_retraining`): the evidence."""
     dag_id, task_id, run_id, facts = run_facts(context)
     pull = _puller(context, pull)
-    result = _first(pull("monitor"))
+    result = first_result(pull("monitor"))
     conf = result.get("retrain_conf") or {}
     ds = result.get("ds") or context.get("ds")
     facts += [("Flight date", str(ds)), ("Champion", str(result.get("model_version", "?"))),
@@ -235,7 +235,7 @@ def quarantine_message(context: dict[str, Any], pull: Pull | None = None) -> Mes
 def alias_change_message(event: str, context: dict[str, Any], pull: Pull | None = None) -> Message:
     """The champion alias moved: `promoted` (delay_model_training) or `rolled_back` (delay_model_rollback)."""
     dag_id, task_id, run_id, facts = run_facts(context)
-    change = _first(_puller(context, pull)(task_id))
+    change = first_result(_puller(context, pull)(task_id))
     model = change.get("model") or settings().mlflow.model_name
     facts += [("Champion now", str(change.get("champion") or "?")),
               ("Previous now", str(change.get("previous") or "none")),

@@ -13,11 +13,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-
-def monitor_result(ti: Any, task_id: str = "monitor") -> dict[str, Any]:
-    """The monitor step's result line (its XCom is a list of them, one per flight date)."""
-    lines = ti.xcom_pull(task_ids=task_id) or [{}]
-    return lines[0] if isinstance(lines, list) else lines
+from common.notify import first_result
 
 
 class RetrainingTrigger(TriggerDagRunOperator):
@@ -30,7 +26,7 @@ class RetrainingTrigger(TriggerDagRunOperator):
         self.monitor_task_id = monitor_task_id
 
     def execute(self, context: Any) -> Any:
-        result = monitor_result(context["ti"], self.monitor_task_id)
+        result = first_result(context["ti"].xcom_pull(task_ids=self.monitor_task_id))
         decision = str(result.get("decision") or "(no decision in the monitor's XCom)")
         if not result.get("retrain"):
             print(f"NO RETRAIN {decision}")

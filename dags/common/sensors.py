@@ -26,7 +26,8 @@ from airflow.triggers.base import StartTriggerArgs
 
 from common.config import settings
 
-LAKE_TRIGGER = "lake_triggers.LakeObjectTrigger"  # plugins/ is on every component's sys.path
+# lake_triggers.CLASSPATH, by name: parsing a DAG file does not import plugins/ (the triggerer does).
+LAKE_TRIGGER = "lake_triggers.LakeObjectTrigger"
 
 
 class LakeObjectSensor(BaseSensorOperator):

@@ -33,7 +33,7 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
     from jobs.score import score_with_model
     from jobs.serving import ChampionUnusable
     from jobs.settings import get_settings
-    from jobs.spark import release_session, spark_session
+    from jobs.spark import step_session
 
     if isinstance(request, dict):
         request = BacktestRequest.from_json(request)
@@ -50,10 +50,8 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
     for ds, why in plan.left_out.items():
         log.warning("%s left out: %s", ds, why)
 
-    own_session = spark is None
-    spark = spark or spark_session("backtest", settings.spark)
     key = list(load_feature_schema(settings.features.schema_path).key)
-    try:
+    with step_session("backtest", settings.spark, spark, python_workers=True) as spark:
         try:
             scored = score_with_model(lake, model, plan.days, settings=settings, spark=spark,
                                       key_of=lambda ds: backtest_predictions_key(plan.backtest_id, ds))
@@ -61,9 +59,6 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
             raise BacktestRejected(f"{model.name} version {model.version} (run {model.run_id}) cannot be loaded: "
                                    f"{exc.__cause__ or exc}") from exc
         labels = read_labels(spark, lake, plan.days, key)
-    finally:
-        if own_session:  # a Connect session and its Python workers (jobs.spark.release_session)
-            release_session(spark, python_workers=True)
     backtest = pd.concat([lake.read_partition(backtest_predictions_key(plan.backtest_id, r.ds)) for r in scored],
                          ignore_index=True)
     served, served_days = read_served(lake, plan.days, key)

@@ -88,7 +88,9 @@ def _started_in_the_triggerer(lake, **kwargs):
 
     sensor = _sensor(start_from_trigger=True, **kwargs)
     args = sensor.start_trigger_args
-    assert sensor.start_from_trigger and args.trigger_cls == "lake_triggers.LakeObjectTrigger"
+    from lake_triggers import CLASSPATH
+
+    assert sensor.start_from_trigger and args.trigger_cls == CLASSPATH
     assert args.next_method == "execute_complete" and args.trigger_kwargs["lake_root"] == lake.root
     return LakeObjectTrigger(**args.trigger_kwargs)
 
