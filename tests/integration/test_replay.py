@@ -52,14 +52,27 @@ POLICY = {
 
 
 def python_daemons(port: int) -> list[int]:
-    """The Python worker daemons (and workers) of the Spark Connect server listening on `port`."""
+    """The live Python worker daemons (and workers) of the Spark Connect server listening on `port`; one that
+    was stopped a moment ago is given 30 s to exit (a zombie not yet reaped by the server holds nothing)."""
+    import time
+
     import psutil
+
+    def alive(process: psutil.Process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE and "pyspark.worker" in " ".join(process.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
 
     for process in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
         if "SparkConnectServer" in cmdline and f"spark.connect.grpc.binding.port={port}" in cmdline:
-            return [child.pid for child in process.children(recursive=True)
-                    if "pyspark.worker" in " ".join(child.cmdline())]
+            deadline = time.monotonic() + 30
+            while True:
+                daemons = [child.pid for child in process.children(recursive=True) if alive(child)]
+                if not daemons or time.monotonic() > deadline:
+                    return daemons
+                time.sleep(1)
     raise AssertionError(f"no Spark Connect server on port {port}")
 
 
