@@ -225,9 +225,10 @@ def train_candidate(request: TrainRequest, *, settings: "Settings | None" = None
 
     mlflow.set_experiment(settings.training.experiment)
     name = settings.mlflow.model_name
+    threads = settings.training.cpu_threads
     torch_config = TorchConfig(epochs=request.epochs, batch_size=request.batch_size, lr=request.learning_rate,
-                               seed=request.seed, use_gpu=request.use_gpu)
-    hgb_config = HgbConfig(seed=request.seed)
+                               seed=request.seed, use_gpu=request.use_gpu, num_threads=threads)
+    hgb_config = HgbConfig(seed=request.seed, num_threads=threads)
 
     with mlflow.start_run(run_name=f"hgb-baseline-{training_set.set_id}",
                           tags=_tags(request, training_set, "baseline")) as baseline_run:

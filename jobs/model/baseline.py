@@ -31,6 +31,7 @@ class HgbConfig:
     min_category_count: int = 20
     max_categories: int | None = 254  # native categories must fit in HGB's 255 bins
     seed: int = 13
+    num_threads: int | None = None  # OpenMP threads of the fit (None: scikit-learn's default, every core)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +55,7 @@ def train_hgb(
     (the training loss is sklearn's, on a 10k-row sample of the training rows).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
     config = config or HgbConfig()
     features = resolve_features(features, exclude)
@@ -72,7 +74,8 @@ def train_hgb(
         n_iter_no_change=config.n_iter_no_change, random_state=config.seed,
     )
     t0 = time.perf_counter()
-    model.fit(x_train, y_tr.astype(np.int64), X_val=x_valid, y_val=y_va.astype(np.int64))
+    with threadpool_limits(limits=config.num_threads, user_api="openmp"):
+        model.fit(x_train, y_tr.astype(np.int64), X_val=x_valid, y_val=y_va.astype(np.int64))
     fit_seconds = time.perf_counter() - t0
     history = [{"epoch": i, "train_loss": float(-t), "valid_loss": float(-v)}
                for i, (t, v) in enumerate(zip(model.train_score_, model.validation_score_)) if i > 0]

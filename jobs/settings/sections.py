@@ -272,6 +272,9 @@ class TrainingSettings(_Strict):
     # Probability at or above which a flight is predicted delayed (predictions, served precision/recall).
     decision_threshold: float = Field(gt=0, lt=1)
     require_approval: bool = False
+    # Threads of a CPU training (torch and the HGB baseline). null: the libraries' default, every
+    # core of the host, which oversubscribes a machine or pod that runs other work beside it.
+    cpu_threads: int | None = Field(default=None, gt=0)
 
 
 class SparkSettings(_Strict):

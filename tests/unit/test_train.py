@@ -54,3 +54,20 @@ def test_mlflow_unreachable_fails_naming_the_tracking_uri_before_any_work(monkey
     err = capsys.readouterr().err
     assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in err
     assert not (tmp_path / "lake").exists(), "nothing was read or written before MLflow answered"
+
+
+def test_the_fits_take_the_settings_cpu_threads(served_model):
+    """The served model's training (local settings) ran its HGB fit with `training.cpu_threads` threads."""
+    from mlflow import MlflowClient
+
+    threads = served_model["settings"].training.cpu_threads
+    assert threads == 1, "the local overlay gives a training one thread (bench/bench_training_threads.py)"
+    params = MlflowClient(served_model["tracking_uri"]).get_run(served_model["run_id"]).data.params
+    assert params["hgb.num_threads"] == str(threads)
+
+
+def test_threads_are_the_trainer_pods_cpu_request_in_production():
+    from jobs.settings import load_settings
+
+    settings = load_settings("production")
+    assert settings.training.cpu_threads == int(settings.runner.resources["trainer"].requests["cpu"])
