@@ -1,6 +1,6 @@
 """Would the demo's gate promote a retrained model? The demo's window, offline, day by day.
 
-    python -m bench.bench_demo_window [--start 2013-05-01] [--first-model-days 18] [--days 10] [--cache DIR]
+    python -m bench.bench_demo_window [--start 2013-06-08] [--first-model-days 18] [--days 10] [--cache DIR]
 
 `make demo` (scripts/demo.py) shows the loop only where a retrained candidate is better than the
 champion on the gate's holdout week. This finds such windows without running the stack: for a
@@ -10,7 +10,8 @@ cold-started at `--start` as the demo's empty lake is), fits the demo's family (
 settings' hyper-parameters) as the pipeline's windows do:
 
 - the champion: the first `--first-model-days` days, the last 7 held out, the 7 before them for
-  early stopping (as `scripts.replay` asks `delay_model_training`);
+  early stopping (as `scripts.replay` asks `delay_model_training`); the gate must promote it
+  first (the floor, on its own holdout week), or the demo has no champion;
 - a candidate for each monitoring day T from the champion's cooldown end (its first served day
   + `retraining.cooldown_days`) for `--days` days: trained on `--start` .. T-15, early stopping on
   T-14..T-8, held out on T-7..T-1 (monitoring's default windows);
@@ -36,7 +37,7 @@ HOLDOUT_DAYS = VALIDATION_DAYS = 7
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 5, 1))
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 6, 8))
     parser.add_argument("--first-model-days", type=int, default=18)
     parser.add_argument("--days", type=int, default=10, help="monitoring days to try from the cooldown's end")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "flight-delay-bench")
@@ -68,8 +69,13 @@ def main() -> None:
         return ModelMetrics.from_json(holdout_metrics(holdout[LABEL], model.predict_proba(holdout), holdout))
 
     champion = fit(first_served - (HOLDOUT_DAYS + VALIDATION_DAYS + 1) * day)
+    own = metrics(champion, rows(first_served - HOLDOUT_DAYS * day, first_served - day))
+    first = decide(own, None, own, {}, settings.gate)
     print(f"demo from {args.start}, first model on {args.first_model_days} days, serving from {first_served}; "
           f"cooldown ends {first_t}")
+    print(f"the first model: ROC AUC {own.roc_auc:.3f} on its holdout -> "
+          + ("promoted" if first.passed else "rejected: " + "; ".join(first.reasons)
+             + " (the demo stops there: no champion)"), flush=True)
     promoted = 0
     t = first_t
     while t <= last_t:

@@ -1,31 +1,31 @@
-"""`make demo`: the loop at work in about a quarter of an hour: late spring of 2013 through Airflow until monitoring retrains the model.
+"""`make demo`: the loop at work in about a quarter of an hour: the summer of 2013 through Airflow until drift retrains the model.
 
 1. start the local stack (Airflow, MLflow, Spark Connect, the warm step runner) with the replay
    clock (scripts/replay/) set to the demo's window: its DAGs' dates are the window's;
-2. the first model: `replay_publisher` delivers the window's first 18 days (from 2013-05-01);
+2. the first model: `replay_publisher` delivers the window's first 18 days (from 2013-06-08);
    the scheduler's catch-up of `flights_ingest` validates it with Great Expectations,
    `flights_features` builds each day with Spark, `delay_model_training` makes the first
    champion (its last week held out; the HGB family, which wins on so few days), and
    `flights_batch_scoring` scores those days;
 3. the clock ticks a day at a time: each day is delivered, ingested, built, scored by the
    champion serving at its start, and monitored (Evidently drift against the champion's training
-   reference, served AUC of the days whose outcomes arrived, the retraining decision). Late May
-   and June bring summer heat and storms to a model of early May: its served ROC AUC falls
-   under the floor while the weather drifts, and once the champion is out of its 14-day
-   cooldown (Jun 2) monitoring starts `delay_model_training` with the reasons and evidence in
-   its conf; the gate decides; the clock goes on two more days, which the new champion scores
-   if the gate promoted it;
+   reference, served AUC of the days whose outcomes arrived, the retraining decision). July's
+   heat, humidity and storms drift from the model's June weather: once the champion is out of
+   its 14-day cooldown (Jul 10) and dataset drift has lasted three days, monitoring starts
+   `delay_model_training` with the reason and evidence in its conf; the gate decides; the clock
+   goes on two more days, which the new champion scores if the gate promoted it;
 4. print the story: the day, the reason and evidence, the gate's decision, the new champion, the
    days it scored; what the lake holds; where to look. The UIs stay up.
 
 Why this window: the gate decides on the candidate's holdout week against the champion, so a
 demo shows a promotion only where a retrained model is better. Measured offline with
 `python -m bench.bench_demo_window` (the demo's features, family, windows and gate, without the
-stack; it reproduces the stack's gate decisions to the third decimal): from May 1, a candidate retrained on any day of Jun 2-10 beats
-the champion by 0.09-0.17 ROC AUC with no slice worse, so the gate promotes it. The previous
-window (from Mar 15) reached drift on Apr 17, but there every candidate of Apr 16-22 lost to
-the 4-day champion (ROC AUC 0.631 vs 0.646 on Apr 17, three slices worse: late April 2013 is
-hard for every model) and the gate rightly kept it back.
+stack; it reproduces the stack's gate decisions to the third decimal): from Jun 8, the first
+model passes the floor (0.692 on its holdout) and a candidate retrained on any day of Jul
+10-25 beats the champion by 0.02-0.08 ROC AUC with no slice worse, so the gate promotes it.
+The previous window (from Mar 15) reached drift on Apr 17, but every candidate of Apr 16-22
+lost to its 4-day champion (ROC AUC 0.631 vs 0.646 on Apr 17, three slices worse) and the gate
+kept it back; from May 1 the first model itself fails the floor (0.523: mid-May 2013 is hard).
 
 Rerunning is quick and safe: the clock's position is kept (`.airflow/demo_replay.json`) and the
 demo resumes or just prints. `make stop` stops everything; `make reset` starts from scratch.
@@ -40,6 +40,7 @@ import time
 from jobs.retrain import monitoring_run_id
 from scripts.airflow_api import AirflowAPIError, AirflowClient
 from scripts.replay import TRAINING, ReplayError, ReplayState, check_window, replay_env, run_replay
+from scripts.replay.clock import gate_result, gate_sentence
 from scripts.stack import REPO_ROOT, StackConfig, StackError
 
 STATE_FILE = REPO_ROOT / ".airflow" / "demo_replay.json"
@@ -90,13 +91,8 @@ def retraining_story(client: AirflowClient, state: ReplayState, mlflow_url: str)
         lines.append(f"    evidence: drift share {evidence.get('drift_share')}, previous days "
                      f"{evidence.get('previous_drift')}, drifted {', '.join(evidence.get('drifted_columns', [])[:8])}; "
                      f"served AUC {evidence.get('served_auc')} on {evidence.get('labelled_rows')} flights")
-        try:
-            gate = (client.xcom_value(TRAINING, run_id, "evaluate_and_gate") or [{}])[0]
-        except AirflowAPIError:
-            gate = {}
-        verdict = "passed" if gate.get("passed") else "rejected" if gate else "not evaluated"
-        lines.append(f"    gate:     candidate v{gate.get('model_version', '?')} {verdict}: "
-                     + "; ".join(gate.get("reasons", [])[:3]))
+        gate = gate_result(client, run_id) or {}
+        lines.append(f"    gate:     {gate_sentence(gate, 3) or 'the gate did not decide'}")
         champion = MlflowClient(mlflow_url).get_registered_model(MODEL).aliases.get("champion")
         scored = [d for d, r in state.days.items() if d > day and (r.get("decision") or {}).get("model_version")
                   == champion]
@@ -130,10 +126,10 @@ def lake_lines(lake_root: str, first: dt.date, last: dt.date) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n\n")[0])
-    # From May 1 with 18 days, the first champion serves from May 19 and leaves its 14-day cooldown on
-    # Jun 2, when its served AUC is under the floor and June's weather has drifted from its own (docstring).
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 5, 1),
-                        help="the window's first day (default 2013-05-01)")
+    # From Jun 8 with 18 days, the first champion serves from Jun 26 and leaves its 14-day cooldown on
+    # Jul 10, in July's drift; the gate promotes a candidate of any day of Jul 10-25 (docstring).
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 6, 8),
+                        help="the window's first day (default 2013-06-08)")
     parser.add_argument("--first-model-days", type=int, default=18,
                         help="days delivered before the first model is trained on them (default 18: "
                              "7 held out, 7 for early stopping, 4 to fit)")

@@ -16,6 +16,22 @@ from scripts.replay.window import (ALL_DAGS, FEATURES, INGEST, MONITORING, PUBLI
 from scripts.stack import Stack, StackConfig
 
 
+def gate_result(client: AirflowClient, run_id: str) -> dict[str, Any] | None:
+    """The gate's result on a `delay_model_training` run's candidate (None: the gate did not decide)."""
+    try:
+        return (client.xcom_value(TRAINING, run_id, "evaluate_and_gate") or [None])[0]
+    except AirflowAPIError:
+        return None
+
+
+def gate_sentence(result: dict[str, Any] | None, reasons: int = 5) -> str | None:
+    """"the gate rejected v2: ROC AUC 0.5680 < floor 0.600; ..." (None without a result)."""
+    if not result:
+        return None
+    verdict = "passed" if result.get("passed") else "rejected"
+    return f"the gate {verdict} v{result.get('model_version', '?')}: " + "; ".join(result.get("reasons", [])[:reasons])
+
+
 class Replay:
     def __init__(self, client: AirflowClient, state: ReplayState, state_file: Path, timeout: float):
         self.client = client
@@ -96,7 +112,8 @@ class Replay:
         final = self.client.wait_for_run(TRAINING, run["dag_run_id"], timeout=self.timeout, echo=None)
         tasks = {t["task_id"]: t["state"] for t in self.client.task_instances(TRAINING, run["dag_run_id"])}
         if final["state"] != "success" or tasks.get("promote") != "success":
-            raise ReplayError(f"the first model was not promoted ({TRAINING} {run['dag_run_id']}: {tasks}); "
+            raise ReplayError(f"the first model was not promoted ({TRAINING} {run['dag_run_id']}: "
+                              f"{gate_sentence(gate_result(self.client, run['dag_run_id'])) or tasks}); "
                               "see the evaluate_and_gate log")
         _say(f"[{time.monotonic() - started:5.0f}s] first champion promoted ({run['dag_run_id']})")
         scoring = self.client.trigger(SCORING, conf={"start": first.isoformat(), "end": month_end.isoformat()},

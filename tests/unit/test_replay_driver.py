@@ -110,3 +110,13 @@ def test_the_clock_keeps_a_stretch_in_flight_and_resumes_without_redelivering(tm
     assert day_at_a_time.events == [("deliver", "2013-02-19", 1), ("close", "2013-02-19"),
                                     ("deliver", "2013-02-20", 1), ("close", "2013-02-20"),
                                     ("deliver", "2013-02-21", 1), ("close", "2013-02-21")]
+
+
+def test_the_gates_verdict_is_one_sentence_with_its_reasons():
+    from scripts.replay.clock import gate_sentence
+
+    rejected = {"passed": False, "model_version": "1", "reasons": ["ROC AUC 0.5233 < floor 0.600"]}
+    assert gate_sentence(rejected) == "the gate rejected v1: ROC AUC 0.5233 < floor 0.600"
+    passed = {"passed": True, "model_version": "2", "reasons": ["a", "b", "c", "d"]}
+    assert gate_sentence(passed, 3) == "the gate passed v2: a; b; c"
+    assert gate_sentence(None) is None and gate_sentence({}) is None
