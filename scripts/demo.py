@@ -1,4 +1,4 @@
-"""`make demo`: the loop at work in about a quarter of an hour: the summer of 2013 through Airflow until drift retrains the model.
+"""`make demo`: the loop at work in about a quarter of an hour: the summer of 2013 through Airflow until monitoring retrains the model.
 
 1. start the local stack (Airflow, MLflow, Spark Connect, the warm step runner) with the replay
    clock (scripts/replay/) set to the demo's window: its DAGs' dates are the window's;
@@ -9,10 +9,11 @@
    `flights_batch_scoring` scores those days;
 3. the clock ticks a day at a time: each day is delivered, ingested, built, scored by the
    champion serving at its start, and monitored (Evidently drift against the champion's training
-   reference, served AUC of the days whose outcomes arrived, the retraining decision). July's
-   heat, humidity and storms drift from the model's June weather: once the champion is out of
-   its 14-day cooldown (Jul 10) and dataset drift has lasted three days, monitoring starts
-   `delay_model_training` with the reason and evidence in its conf; the gate decides; the clock
+   reference, served AUC of the days whose outcomes arrived, the retraining decision). Once the
+   champion is out of its 14-day cooldown (Jul 10), monitoring starts `delay_model_training`
+   when its policy says so (three days of drift, served AUC under the floor, or the champion's
+   data 28 days old: Jul 23, in the runs here, where July showed no three-day drift streak against
+   the June champion), with the reason and evidence in its conf; the gate decides; the clock
    goes on two more days, which the new champion scores if the gate promoted it;
 4. print the story: the day, the reason and evidence, the gate's decision, the new champion, the
    days it scored; what the lake holds; where to look. The UIs stay up.
