@@ -32,9 +32,6 @@ from pathlib import Path
 from bench.bench_training import labelled_features
 from jobs.feeds import LABEL
 
-HOLDOUT_DAYS = VALIDATION_DAYS = 7
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2013, 6, 8))
@@ -50,6 +47,8 @@ def main() -> None:
     from jobs.settings import load_settings
 
     settings = load_settings("local")
+    # The pipeline's windows: the last labelled days held out, the days before them for early stopping.
+    holdout_days, validation_days = settings.training.holdout_days, settings.training.validation_days
     day = dt.timedelta(days=1)
     first_served = args.start + args.first_model_days * day
     first_t = first_served + settings.retraining.cooldown_days * day
@@ -62,14 +61,14 @@ def main() -> None:
         return frame[(frame["flight_date"] >= first) & (frame["flight_date"] <= last)]
 
     def fit(last_fit: dt.date):
-        train, valid = rows(args.start, last_fit), rows(last_fit + day, last_fit + VALIDATION_DAYS * day)
+        train, valid = rows(args.start, last_fit), rows(last_fit + day, last_fit + validation_days * day)
         return train_hgb(train, train[LABEL], valid, valid[LABEL], features=features, config=config)
 
     def metrics(model, holdout) -> ModelMetrics:
         return ModelMetrics.from_json(holdout_metrics(holdout[LABEL], model.predict_proba(holdout), holdout))
 
-    champion = fit(first_served - (HOLDOUT_DAYS + VALIDATION_DAYS + 1) * day)
-    own = metrics(champion, rows(first_served - HOLDOUT_DAYS * day, first_served - day))
+    champion = fit(first_served - (holdout_days + validation_days + 1) * day)
+    own = metrics(champion, rows(first_served - holdout_days * day, first_served - day))
     first = decide(own, None, own, {}, settings.gate)
     print(f"demo from {args.start}, first model on {args.first_model_days} days, serving from {first_served}; "
           f"cooldown ends {first_t}")
@@ -79,8 +78,8 @@ def main() -> None:
     promoted = 0
     t = first_t
     while t <= last_t:
-        holdout = rows(t - HOLDOUT_DAYS * day, t - day)
-        candidate = metrics(fit(t - (HOLDOUT_DAYS + VALIDATION_DAYS + 1) * day), holdout)
+        holdout = rows(t - holdout_days * day, t - day)
+        candidate = metrics(fit(t - (holdout_days + validation_days + 1) * day), holdout)
         theirs = metrics(champion, holdout)
         decision = decide(candidate, theirs, candidate, {}, settings.gate)
         promoted += decision.passed
