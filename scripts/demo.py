@@ -19,14 +19,15 @@
    days it scored; what the lake holds; where to look. The UIs stay up.
 
 Why this window: the gate decides on the candidate's holdout week against the champion, so a
-demo shows a promotion only where a retrained model is better. Measured offline with
-`python -m bench.bench_demo_window` (the demo's features, family, windows and gate, without the
-stack; it reproduces the stack's gate decisions to the third decimal): from Jun 8, the first
-model passes the floor (0.692 on its holdout) and a candidate retrained on any day of Jul
-10-25 beats the champion by 0.02-0.08 ROC AUC with no slice worse, so the gate promotes it.
-The previous window (from Mar 15) reached drift on Apr 17, but every candidate of Apr 16-22
-lost to its 4-day champion (ROC AUC 0.631 vs 0.646 on Apr 17, three slices worse) and the gate
-kept it back; from May 1 the first model itself fails the floor (0.523: mid-May 2013 is hard).
+demo shows a promotion only where a retrained model is better, and a training only where
+monitoring's policy fires inside the window. `python -m bench.bench_demo_window --start D` plays
+a window offline as the stack would (the demo's features, family and windows; monitoring's drift
+check, served AUC and retraining decision each day; the gate), and reproduced this window's run
+to the third decimal: the first model passes the floor (0.692), the champion turns 28 days old on
+Jul 23 (July's three-day drift streak, Jul 4-6, falls in its cooldown), and the candidate beats it
+(0.791 vs 0.730, no slice worse). Of 28 windows of 2013 it played (README), drift started the
+first training in two: Apr 22 (rejected) and May 22 (with model age on the same day, promoted);
+from Mar 15 every candidate lost to its champion, and from May 1 the first model fails the floor.
 
 Rerunning is quick and safe: the clock's position is kept (`.airflow/demo_replay.json`) and the
 demo resumes or just prints. `make stop` stops everything; `make reset` starts from scratch.
