@@ -154,16 +154,13 @@ def play(start: dt.date, first_model_days: int, days: int, cache: Path) -> Story
               f"{'n/a' if auc is None else f'{auc:.3f}'} -> {decision.summary}", flush=True)
         if decision.retrain:
             version = str(int(newest) + 1)
-            candidate, theirs_holdout = train(version, t - monitoring.label_lag_days * DAY)
+            candidate, candidate_metrics = train(version, t - monitoring.label_lag_days * DAY)
             holdout = rows(t - holdout_days * DAY, t - DAY)
             theirs = metrics(champion.trained, holdout)
-            gate = decide(theirs_holdout, theirs, theirs_holdout, {}, settings.gate)
+            gate = decide(candidate_metrics, theirs, candidate_metrics, {}, settings.gate)
             newest, newest_through, newest_promoted = version, candidate.through, gate.passed
-            story.trainings.append({"day": t, "triggers": decision.triggers, "summary": decision.summary,
-                                    "version": version, "candidate_auc": theirs_holdout.roc_auc,
-                                    "champion_auc": theirs.roc_auc, "promoted": gate.passed,
-                                    "reasons": gate.reasons})
-            print(f"    training v{version}: candidate ROC AUC {theirs_holdout.roc_auc:.3f} vs champion "
+            story.trainings.append({"day": t, "triggers": decision.triggers, "promoted": gate.passed})
+            print(f"    training v{version}: candidate ROC AUC {candidate_metrics.roc_auc:.3f} vs champion "
                   f"{theirs.roc_auc:.3f} on {len(holdout):,} flights -> "
                   + ("promoted: serves from " + str(t + DAY) if gate.passed
                      else "rejected: " + "; ".join(gate.reasons)), flush=True)
