@@ -66,7 +66,11 @@ class StackConfig:
     # A Spark Connect server the Spark steps use as clients (spark.remote), so a run pays
     # ~0.5 s for its session instead of a JVM start; None: each step starts its own Spark.
     spark_connect_port: int | None = None
-    spark_connect_memory: str = "2g"
+    # The server's JVM heap (--driver-memory). A training set and the backtests hand their
+    # data to it as local relations and collect it back, so two 11-month builds at once (the
+    # year replay's training beside its report's calendar models) need more than 2g: at 2g
+    # they failed with "Java heap space". The heap is reserved as it is used, not at start.
+    spark_connect_memory: str = "4g"
     # A warm step runner (jobs/warm.py) for the tasks' steps: the local runner only.
     warm_runner: bool = False
     # LocalExecutor slots: 2 cores, and a task is itself a Spark or torch subprocess.
@@ -78,7 +82,8 @@ class StackConfig:
     @classmethod
     def local(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
         """The demo stack of this checkout; ports from AIRFLOW_PORT / MLFLOW_PORT / SPARK_CONNECT_PORT /
-        WORKER_LOG_PORT / TRIGGER_LOG_PORT if set (a second stack on the machine needs all five)."""
+        WORKER_LOG_PORT / TRIGGER_LOG_PORT if set (a second stack on the machine needs all five), the
+        Spark Connect server's heap from SPARK_CONNECT_MEMORY (Spark's notation, e.g. 6g)."""
         environ = os.environ if environ is None else environ
         from jobs.settings import get_settings  # the lake root and MLflow URI are written once, there
 
@@ -91,6 +96,7 @@ class StackConfig:
             airflow_port=int(environ.get("AIRFLOW_PORT", 8080)),
             mlflow_port=int(environ.get("MLFLOW_PORT", default_mlflow_port)),
             spark_connect_port=int(environ.get("SPARK_CONNECT_PORT", 15002)),
+            spark_connect_memory=environ.get("SPARK_CONNECT_MEMORY", cls.spark_connect_memory),
             worker_log_port=int(environ.get("WORKER_LOG_PORT", 8793)),
             trigger_log_port=int(environ.get("TRIGGER_LOG_PORT", 8794)),
             warm_runner=settings.runner.kind == "subprocess",
@@ -293,7 +299,7 @@ class StackConfig:
         }
 
 
-def spark_connect_command(host: str, port: int, driver_memory: str = "2g") -> list[str]:
+def spark_connect_command(host: str, port: int, driver_memory: str = "4g") -> list[str]:
     """The Spark Connect server of pyspark's own distribution, in the foreground, on loopback.
 
     It runs local[2] with the session properties the jobs fix (jobs/spark.py FIXED_CONF), so

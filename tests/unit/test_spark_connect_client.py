@@ -52,3 +52,17 @@ def test_the_python_daemon_of_a_released_session_is_stopped_only_if_it_is_that_s
         assert not stop_python_daemon("93bf92ad-2757-47fd-89af-d07513b6c594", 2**22 + 1), "no such process here"
     finally:
         daemon.kill()
+
+
+def _driver_memory(command: list[str]) -> str:
+    return command[command.index("--driver-memory") + 1]
+
+
+def test_the_stacks_connect_server_gets_4g_of_heap_unless_spark_connect_memory_says_otherwise():
+    """Two 11-month training sets at once (the year replay beside its report) failed at 2g with "Java heap space"."""
+    from scripts.stack.config import SPARK_CONNECT, StackConfig
+
+    default = StackConfig.local({})
+    assert _driver_memory(default.commands()[SPARK_CONNECT]) == "4g"
+    bigger = StackConfig.local({"SPARK_CONNECT_MEMORY": "6g"})
+    assert _driver_memory(bigger.commands()[SPARK_CONNECT]) == "6g"
