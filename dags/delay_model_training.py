@@ -7,7 +7,7 @@ held-out days, and let only a better model become `champion`.
 | task | does |
 | --- | --- |
 | `check_request` | resolves the windows (defaults below) and rejects a bad request before anything runs |
-| `build_training_set` | Spark: features of the windows joined to their labels, split by time (`python -m jobs.training_set`) |
+| `build_training_set` | features of the windows joined to their labels (Arrow), split by time (`python -m jobs.training_set`) |
 | `train` | `python -m jobs.train`: torch model (GPU pod in production) + HGB baseline, tracked in MLflow; the candidate becomes a version with alias `challenger` |
 | `evaluate_and_gate` | `python -m jobs.evaluate`: candidate, baseline and champion on the holdout; the gate's decision and reasons go to MLflow and a model card |
 | `gate_decision` | branches: rejected -> `not_promoted`; approval required -> `approve`; else `skip_approval` |
@@ -144,7 +144,7 @@ with DAG(
 
     request = check_request()
     training_set = pipeline_step("build_training_set", step="training_set", arguments=request["set_arguments"],
-                                 doc_md="`python -m jobs.training_set`: Spark, features x labels, time split.")
+                                 doc_md="`python -m jobs.training_set`: features x labels (Arrow join), time split.")
     train = pipeline_step("train", step="train", arguments=request["train_arguments"],
                           doc_md="`python -m jobs.train`: candidate + HGB baseline in MLflow; alias challenger.")
     version = "{{ ti.xcom_pull(task_ids='train')[0]['model_version'] }}"

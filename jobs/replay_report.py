@@ -168,7 +168,7 @@ def build_report(lake: Lake, year: int, periods: Sequence[Period], *, settings: 
                                                family).items():
             log.info("backtest %s: %s", name, request["reason"])
             summaries[name] = run_backtest(lake, request, settings, spark=spark, mlflow_client=mlflow_client)
-        labels = read_labels(spark, lake, sorted(served_days), key)
+    labels = read_labels(lake, sorted(served_days), key)
     frozen = _backtest_predictions(lake, summaries["frozen"])[[*key, PROBABILITY]].rename(
         columns={PROBABILITY: "frozen"})
     calendar = pd.concat([_backtest_predictions(lake, s) for n, s in summaries.items() if n.startswith("calendar")],

@@ -5,7 +5,8 @@
 
 Reads `features/flights/date=D` for every D of the two windows and the outcomes of the same
 dates (`raw/flights/date=D`, the labels: `is_delayed` = arr_delay >= 15 min, DESIGN.md),
-joins them with Spark on the flight key, and writes
+joins them on the flight key (Arrow's hash join: both are read whole, every row goes to the
+trainer), and writes
 
     training/flight_delay/set={set_id}/split=train/    (and split=holdout/)
 
@@ -44,8 +45,8 @@ from jobs.results import EXIT_OK, EXIT_REJECTED, emit_result
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from pyspark.sql import SparkSession
 
+    from jobs.features import FeatureSchema
     from jobs.settings import Settings
 
 log = logging.getLogger("jobs.training_set")
@@ -179,20 +180,33 @@ def _read_all(lake: Lake, keys: list[str], columns: list[str] | None = None) -> 
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
-def label_frame(spark: "SparkSession", outcomes: "pa.Table"):
-    """Flight key + is_delayed from outcomes; cancelled/diverted flights (no arr_delay) get a null label."""
-    from pyspark.sql import functions as F
+def label_table(outcomes: "pa.Table") -> "pa.Table":
+    """Flight key + is_delayed (int32) from outcomes; cancelled/diverted flights (no arr_delay) get a null label."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    frame = spark.createDataFrame(outcomes)
-    return frame.select(
-        *[F.col(c) for c in FLIGHT_KEY],
-        F.when(F.col("arr_delay").isNull(), F.lit(None).cast("int"))
-        .otherwise((F.col("arr_delay") >= DELAYED_MINUTES).cast("int")).alias(LABEL),
-    )
+    delayed = pc.cast(pc.greater_equal(outcomes["arr_delay"], DELAYED_MINUTES), pa.int32())  # null stays null
+    return outcomes.select(list(FLIGHT_KEY)).append_column(LABEL, delayed)
 
 
-def build_split(spark: "SparkSession", lake: Lake, inputs: SplitInputs) -> tuple["pd.DataFrame", int]:
-    """Feature rows of the split with their label; (rows, cancelled flights excluded)."""
+def arrow_feature_schema(schema: "FeatureSchema") -> "pa.Schema":
+    """The declared feature schema as Arrow types (dates as date32), as Spark hands them over."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema.spark_schema(), timezone="UTC")
+
+
+def build_split(lake: Lake, inputs: SplitInputs) -> tuple["pd.DataFrame", int]:
+    """Feature rows of the split with their label; (rows, cancelled flights excluded).
+
+    A key join of two tables that are read whole into this process anyway (every row goes to the
+    trainer), so it is Arrow's hash join here, not a Spark query: handed to a Spark Connect server,
+    an 11-month set travelled there as a local relation and back as the result, and two at once
+    exhausted its heap.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     schema = load_feature_schema()
     features = _read_all(lake, sorted(inputs.features))
     outcomes = _read_all(lake, sorted(inputs.labels), [*FLIGHT_KEY, "arr_delay"])
@@ -200,14 +214,17 @@ def build_split(spark: "SparkSession", lake: Lake, inputs: SplitInputs) -> tuple
         import pandas as pd
 
         return pd.DataFrame(columns=[*schema.names, LABEL]), 0
+    arrow_schema = arrow_feature_schema(schema)
+    features = features.select(list(schema.names)).cast(arrow_schema)
+    labels = label_table(outcomes)
     key = list(schema.key)
-    joined = (spark.createDataFrame(features, schema=schema.spark_schema())
-              .join(label_frame(spark, outcomes), on=key, how="left"))
-    counts = joined.groupBy(joined[LABEL].isNull().alias("unlabelled")).count().collect()
-    unlabelled = sum(row["count"] for row in counts if row["unlabelled"])
-    labelled = joined.where(joined[LABEL].isNotNull()).orderBy("flight_date", "origin", "sched_dep_time", "carrier",
-                                                                 "flight")
-    return labelled.toPandas(), unlabelled
+    labels = labels.cast(pa.schema([*(arrow_schema.field(name) for name in key), labels.schema.field(LABEL)]))
+    joined = features.join(labels, keys=key, join_type="left outer")
+    unlabelled = joined[LABEL].null_count
+    labelled = joined.filter(pc.is_valid(joined[LABEL])).select([*schema.names, LABEL])
+    ordered = labelled.sort_by([(name, "ascending") for name in ("flight_date", "origin", "sched_dep_time", "carrier",
+                                                                  "flight")])
+    return ordered.to_pandas(), unlabelled
 
 
 def content_sha256(frame: "pd.DataFrame") -> str:
@@ -245,11 +262,9 @@ def _from_manifests(lake: Lake, set_id: str) -> TrainingSet:
     )
 
 
-def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | None" = None,
-                       spark: "SparkSession | None" = None) -> TrainingSet:
+def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | None" = None) -> TrainingSet:
     """Build (or reuse) the training set of `windows`. Raises TrainingSetError when a split is unusable."""
     from jobs.settings import get_settings
-    from jobs.spark import step_session
 
     settings = settings or get_settings()
     schema = load_feature_schema(settings.features.schema_path)
@@ -265,9 +280,8 @@ def build_training_set(lake: Lake, windows: Windows, *, settings: "Settings | No
         return _from_manifests(lake, set_id)
 
     frames, cancelled = {}, {}
-    with step_session("training-set", settings.spark, spark) as spark:
-        for split in SPLITS:
-            frames[split], cancelled[split] = build_split(spark, lake, plan[split])
+    for split in SPLITS:
+        frames[split], cancelled[split] = build_split(lake, plan[split])
     for split in SPLITS:
         first, last = windows.dates(split)[0], windows.dates(split)[-1]
         labels = frames[split][LABEL]

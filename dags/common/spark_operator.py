@@ -42,7 +42,7 @@ from common.pod_operator import PodSecurity, pod_security
 from jobs.results import EXIT_REJECTED, EXIT_SKIPPED
 
 # Steps that run as Spark applications with the kubernetes runner; every other step runs in a pod.
-SPARK_STEPS = frozenset({"features", "training_set", "score"})
+SPARK_STEPS = frozenset({"features", "score"})
 
 
 def step_main_file(step: str) -> str:

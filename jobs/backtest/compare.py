@@ -8,7 +8,6 @@ from jobs.lake import Lake, raw_key
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import SparkSession
 
 
 # What each side of a day reports (jobs.evaluate.scalar_metrics' names).
@@ -16,14 +15,14 @@ METRIC_NAMES = ("roc_auc", "pr_auc", "log_loss", "brier", "calibration_ece", "po
 SERVED_PROBABILITY, SERVED_VERSION = "served_probability", "served_version"
 
 
-def read_labels(spark: "SparkSession", lake: Lake, days: Sequence[str], key: Sequence[str]) -> "pd.DataFrame":
+def read_labels(lake: Lake, days: Sequence[str], key: Sequence[str]) -> "pd.DataFrame":
     """The flight key and `is_delayed` of the days' outcomes, by jobs.training_set's label rule (null: cancelled)."""
     import pyarrow as pa
 
-    from jobs.training_set import label_frame
+    from jobs.training_set import label_table
 
     outcomes = [lake.read_table(raw_key("flights", ds), [*key, "arr_delay"])[0] for ds in days]
-    return label_frame(spark, pa.concat_tables(outcomes, promote_options="default")).toPandas()
+    return label_table(pa.concat_tables(outcomes, promote_options="default")).to_pandas()
 
 
 def read_served(lake: Lake, days: Sequence[str], key: Sequence[str]) -> tuple["pd.DataFrame", set[str]]:

@@ -58,7 +58,7 @@ def run_backtest(lake: Lake, request: "BacktestRequest | dict[str, Any]", settin
         except ChampionUnusable as exc:
             raise BacktestRejected(f"{model.name} version {model.version} (run {model.run_id}) cannot be loaded: "
                                    f"{exc.__cause__ or exc}") from exc
-        labels = read_labels(spark, lake, plan.days, key)
+    labels = read_labels(lake, plan.days, key)
     backtest = pd.concat([lake.read_partition(backtest_predictions_key(plan.backtest_id, r.ds)) for r in scored],
                          ignore_index=True)
     served, served_days = read_served(lake, plan.days, key)

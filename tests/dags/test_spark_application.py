@@ -207,7 +207,7 @@ def test_spark_step_is_a_spark_kubernetes_operator(dag):
     task = dag.get_task(TASK_ID)
     assert isinstance(task, SparkStepOperator) and isinstance(task, SparkKubernetesOperator)
     assert task.step == "features" and not task.deferrable
-    assert SPARK_STEPS == {"features", "training_set", "score"}
+    assert SPARK_STEPS == {"features", "score"}
 
 
 def test_application_is_a_spark_application(application, settings):
@@ -508,7 +508,7 @@ def test_bad_spark_application_settings_fail_with_their_key(monkeypatch, change,
 
 # The other steps -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("step", ["ingest", "publish"])
+@pytest.mark.parametrize("step", ["ingest", "publish", "training_set"])
 def test_non_spark_steps_still_run_in_pods(settings, monkeypatch, step):
     monkeypatch.syspath_prepend(str(DAGS_DIR))
     from airflow.sdk import DAG

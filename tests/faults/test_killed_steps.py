@@ -63,14 +63,14 @@ def test_features_killed_mid_commit(served_copy, served_model):
 
 
 @pytest.mark.timeout(1200)
-def test_training_set_killed_mid_commit(served_copy, served_model, tmp_path, spark):
+def test_training_set_killed_mid_commit(served_copy, served_model, tmp_path):
     from jobs.lake import Lake
     from jobs.training_set import SPLITS, Windows, build_training_set, training_set_key
 
     windows = Windows(dt.date(2013, 1, 2), dt.date(2013, 1, 6), dt.date(2013, 1, 7), dt.date(2013, 1, 8))
     shutil.copytree(served_model["lake_root"], tmp_path / "reference")
     reference = Lake(str(tmp_path / "reference"))
-    built = build_training_set(reference, windows, settings=served_copy["settings"], spark=spark)
+    built = build_training_set(reference, windows, settings=served_copy["settings"])
     keys = [training_set_key(built.set_id, split) for split in SPLITS]
     expected = {key: checksum(reference, key) for key in keys}
     lake = served_copy["lake"]

@@ -1,4 +1,4 @@
-"""The training set (jobs/training_set.py): real features of real days joined to their labels with Spark."""
+"""The training set (jobs/training_set.py): real features of real days (built with Spark) joined to their labels."""
 from __future__ import annotations
 
 import datetime as dt
@@ -26,12 +26,12 @@ def lake(tmp_path_factory, spark, raw_frames) -> Lake:
     for day in DAYS:
         for feed in ("schedule", "weather", "flights"):
             lake.write_partition(raw_key(feed, day.isoformat()), raw_frames(feed, day), {"status": "passed"})
-    compute_features(lake, FIRST, len(DAYS), settings=load_settings("local"), spark=spark)
+    compute_features(lake, FIRST, len(DAYS), settings=load_settings("local"))
     return lake
 
 
 def test_features_joined_to_labels_split_by_time(spark, lake, raw_frames):
-    built = build_training_set(lake, WINDOWS, settings=load_settings("local"), spark=spark)
+    built = build_training_set(lake, WINDOWS, settings=load_settings("local"))
     train, holdout = (read_training_set(lake, built.set_id, s) for s in ("train", "holdout"))
     outcomes = raw_frames("flights", DAYS[0], DAYS[2])
     arrived = outcomes[outcomes["arr_delay"].notna()]
@@ -53,25 +53,25 @@ def test_features_joined_to_labels_split_by_time(spark, lake, raw_frames):
 
 def test_same_inputs_reuse_the_set_and_a_redelivery_makes_a_new_one(spark, lake, raw_frames):
     settings = load_settings("local")
-    first = build_training_set(lake, WINDOWS, settings=settings, spark=spark)
-    again = build_training_set(lake, WINDOWS, settings=settings, spark=spark)
+    first = build_training_set(lake, WINDOWS, settings=settings)
+    again = build_training_set(lake, WINDOWS, settings=settings)
     assert again.reused and again.set_id == first.set_id and again.content_sha256 == first.content_sha256
     lake.write_partition(raw_key("flights", "2013-01-03"), raw_frames("flights", DAYS[2]), {"status": "passed"})
-    redelivered = build_training_set(lake, WINDOWS, settings=settings, spark=spark)
+    redelivered = build_training_set(lake, WINDOWS, settings=settings)
     assert not redelivered.reused and redelivered.set_id != first.set_id
     assert redelivered.content_sha256 == first.content_sha256, "same rows, new lineage"
 
 
 def test_dates_without_features_or_outcomes_are_left_out_and_named(spark, lake):
     windows = Windows(DAYS[0], DAYS[1], DAYS[2], DAYS[2] + dt.timedelta(days=1))
-    built = build_training_set(lake, windows, settings=load_settings("local"), spark=spark)
+    built = build_training_set(lake, windows, settings=load_settings("local"))
     assert built.dates_missing["holdout"] == {"2013-01-04": "no features partition features/flights/date=2013-01-04"}
 
 
 def test_an_empty_window_is_an_error_naming_it(spark, lake):
     windows = Windows(dt.date(2013, 6, 1), dt.date(2013, 6, 30), DAYS[2], DAYS[2])
     with pytest.raises(TrainingSetError, match="train window 2013-06-01..2013-06-30 has no date with both"):
-        build_training_set(lake, windows, settings=load_settings("local"), spark=spark)
+        build_training_set(lake, windows, settings=load_settings("local"))
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -90,7 +90,7 @@ def test_a_single_class_window_is_an_error(spark, lake, raw_frames):
     try:
         with pytest.raises(TrainingSetError, match=r"holdout window 2013-01-03..2013-01-03 has a single class "
                                                    r"\(is_delayed=0 for all \d+ flights\)"):
-            build_training_set(lake, WINDOWS, settings=load_settings("local"), spark=spark)
+            build_training_set(lake, WINDOWS, settings=load_settings("local"))
     finally:
         lake.write_partition(raw_key("flights", "2013-01-03"), original, {"status": "passed"})
 
