@@ -43,7 +43,7 @@ class AirflowAPIError(RuntimeError):
         self.transient = transient
 
 
-# The API server answers 500 {"reason": "Database error"} when its metadata database refused a
+# The API server answers 500 {"detail": {"reason": "Database error", ...}} when its metadata database refused a
 # statement, on SQLite mostly "database is locked" while another component writes: worth a retry.
 # Any other 5xx, and every 4xx, is the caller's to see at once.
 RETRY_ATTEMPTS = 4
@@ -68,7 +68,9 @@ def _detail(body: Any) -> str:
 
 
 def _database_error(status: int, body: Any) -> bool:
-    return status >= 500 and isinstance(body, dict) and body.get("reason") == "Database error"
+    """Airflow's SQLAlchemy error handler raises HTTPException(500, detail={"reason": "Database error", ...})."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return status >= 500 and isinstance(detail, dict) and detail.get("reason") == "Database error"
 
 
 def _moment(value: dt.datetime | dt.date | str | None) -> dt.datetime | None:
