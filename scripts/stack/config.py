@@ -66,10 +66,10 @@ class StackConfig:
     # A Spark Connect server the Spark steps use as clients (spark.remote), so a run pays
     # ~0.5 s for its session instead of a JVM start; None: each step starts its own Spark.
     spark_connect_port: int | None = None
-    # The server's JVM heap (--driver-memory). A training set and the backtests hand their
-    # data to it as local relations and collect it back, so two 11-month builds at once (the
-    # year replay's training beside its report's calendar models) need more than 2g: at 2g
-    # they failed with "Java heap space". The heap is reserved as it is used, not at start.
+    # The server's JVM heap (--driver-memory). Scoring and the backtests hand their rows to it
+    # as local relations; at 2g the year replay (its training beside its report's calendar
+    # models, when the training set still went through Spark) failed with "Java heap space".
+    # The heap is reserved as it is used, not at start.
     spark_connect_memory: str = "4g"
     # A warm step runner (jobs/warm.py) for the tasks' steps: the local runner only.
     warm_runner: bool = False
@@ -299,7 +299,7 @@ class StackConfig:
         }
 
 
-def spark_connect_command(host: str, port: int, driver_memory: str = "4g") -> list[str]:
+def spark_connect_command(host: str, port: int, driver_memory: str) -> list[str]:
     """The Spark Connect server of pyspark's own distribution, in the foreground, on loopback.
 
     It runs local[2] with the session properties the jobs fix (jobs/spark.py FIXED_CONF), so
