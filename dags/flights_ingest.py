@@ -40,9 +40,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import datetime as dt
 import logging
 
 from airflow.sdk import DAG, CronTriggerTimetable, TaskGroup, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from common.assets import raw_asset
 from common.config import default_args, end_date, schedule_cron, settings, start_date
@@ -116,6 +118,9 @@ with DAG(
                       doc_md="Runs only when `wait_for_landing` skipped: the `raw_weather` event for F with "
                              "`status: absent`, so the day's features are built without weather.")
                 def no_forecast(flight_date: str, **context: Any) -> dict[str, Any]:
+                    if not settings().data.covers(dt.date.fromisoformat(flight_date)):
+                        # The run after a window's last day (a replay's end): no schedule either, no day to build.
+                        raise AirflowSkipException(f"{flight_date} is outside the source: no day to build")
                     extra = absent_feed_event("weather", flight_date)
                     log.warning("%s", extra["warnings"][0])
                     events = context["outlet_events"][raw_asset("weather")]

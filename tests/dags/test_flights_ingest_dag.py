@@ -102,6 +102,16 @@ def test_a_missing_forecast_settles_the_day_without_weather(dag, module, runtime
     assert event["extra"]["status"] == "absent"
 
 
+def test_no_forecast_settles_nothing_outside_the_source(dag, runtime_ti):
+    """The run of a window's day after (a replay's Jan 1, 2014) has no schedule either: no absent event."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    _, context = runtime_ti(dag, "weather.no_forecast", dt.datetime(2014, 1, 1, tzinfo=UTC))
+    task = context["task"]
+    with pytest.raises(AirflowSkipException, match="2014-01-01 is outside the source"):
+        task.python_callable(*task.op_args, **context)
+
+
 def test_local_runner_runs_the_ingest_cli_in_a_subprocess(dag):
     from common.operators import SubprocessStepOperator
 
