@@ -55,7 +55,7 @@ from jobs.feeds import DAY_OFFSET, FEEDS_ORDER
 from jobs.lake import landing_key, raw_key
 
 DAG_ID = "flights_ingest"
-log = logging.getLogger(__name__)
+log = logging.getLogger(DAG_ID)
 
 
 def flight_date_template(feed: str) -> str:
