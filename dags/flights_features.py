@@ -9,7 +9,9 @@ Asset with partition key D (scoring runs on it).
 
 **When it runs.** On data, not on a clock: one run per flight date, created by
 the scheduler once both `raw_schedule` and `raw_weather` have an event for that
-date (a `PartitionedAssetTimetable`; the run's partition key is the date). The
+date (a `PartitionedAssetTimetable`; the run's partition key is the date). A `raw_weather`
+event with `status: absent` (`flights_ingest`'s `weather.no_forecast`: no forecast landed) builds
+the day without weather: `weather_available = false`, and the log and Asset event warn. The
 run first waits (soft, reschedule mode) for the outcomes of D-1, which land in
 the same `flights_ingest` run; if they never come, the features are built with
 the history there is, and `history_days_available` says so.

@@ -27,6 +27,7 @@ the start, no worker), then `python -m jobs.ingest --ds F --feed {feed}` validat
 
 Outcomes are checked against the schedule already ingested for their date, so
 the `flights` branch also waits for `raw/schedule/date={F}`.
+Validation reports (Data Docs) land under `reports/validation/{feed}/date={F}/`.
 
 **No forecast.** A day is built without weather rather than not at all: when the weather
 sensor skips (no forecast landed before its timeout, or F is past the weather source's end,
@@ -34,14 +35,12 @@ sensor skips (no forecast landed before its timeout, or F is past the weather so
 `raw_weather` event for F with `status: absent`, so `flights_features` runs and gives F's
 flights `weather_available = false` (its log and Asset event warn). A forecast that landed and
 was rejected is not absent: that branch fails red as above.
-Validation reports (Data Docs) land under `reports/validation/{feed}/date={F}/`.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import datetime as dt
 import logging
+from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TaskGroup, task
 from airflow.sdk.exceptions import AirflowSkipException
